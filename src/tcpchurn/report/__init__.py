@@ -1,0 +1,1 @@
+"""tcpchurn.report."""
