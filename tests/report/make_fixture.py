@@ -142,7 +142,12 @@ def seed_2009() -> tuple[dict[str, Any], list[dict[str, Any]]]:
         drop = 0 if t <= onset else blocked + int(pending * 0.45)
         tw_server = min(int(rate * min(t, 60)), ct_count - 12) - rng.randint(0, 30)
         errors = {"ETIMEDOUT": failed} if failed else {}
-        if late_3:
+        if through_now == 0 and ok:  # only retransmitted SYNs got through: 1 s and 3 s
+            connect = _lat(1001.0 + rng.random(), count=ok, tail=3010.0 + rng.random() * 20)
+            connect["p90"] = round(3001.0 + rng.random() * 3, 3) if late_3 else 1002.0
+            connect["p99"] = round(3002.0 + rng.random() * 5, 3) if late_3 else 1004.0
+            connect["p999"] = connect["max"] = max(float(connect["p99"] or 0), 1005.0)
+        elif late_3:
             connect = _lat(0.14, count=ok, tail=3010.0 + rng.random() * 20)
             connect["p99"] = round(3001.0 + rng.random() * 5, 3)
             connect["p90"] = round(1002.0 + rng.random() * 3, 3)

@@ -1,0 +1,82 @@
+"""Read a recorded run directory: ``summary.json`` and ``timeline.jsonl`` (docs/schema.md).
+
+The timeline is read lazily, one line at a time, so a long run is never held in memory
+as JSON; whatever is wrong with the directory becomes one :class:`BadValue` that names
+the path and what to do (exit 2).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tcpchurn.errors import BadValue
+
+SUMMARY = "summary.json"
+TIMELINE = "timeline.jsonl"
+HINT = "give a directory written by `tcpchurn run --out DIR`"
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """A run directory whose ``summary.json`` has been read and checked."""
+
+    path: Path
+    summary: dict[str, Any]
+
+    @property
+    def label(self) -> str:
+        """A short name for the run: the directory's name."""
+        return self.path.resolve().name or str(self.path)
+
+    def timeline(self) -> Iterator[dict[str, Any]]:
+        """Yield the timeline lines in order; a missing timeline yields nothing.
+
+        Raises :class:`BadValue` naming the line that is not a JSON object.
+        """
+        path = self.path / TIMELINE
+        if not path.exists():
+            return
+        with open(path, encoding="utf-8") as f:
+            for lineno, raw in enumerate(f, 1):
+                if not raw.strip():
+                    continue
+                try:
+                    line = json.loads(raw)
+                except json.JSONDecodeError as exc:
+                    raise BadValue("RUN_DIR", str(self.path),
+                                   f"{TIMELINE} line {lineno} is not JSON ({exc.msg}, column "
+                                   f"{exc.colno}): re-record the run or delete that line"
+                                   ) from None
+                if not isinstance(line, dict):
+                    raise BadValue("RUN_DIR", str(self.path),
+                                   f"{TIMELINE} line {lineno} is not a JSON object: "
+                                   "re-record the run or delete that line")
+                yield line
+
+
+def open_run(path: Path | str) -> RunDir:
+    """Check that ``path`` is a run directory and read its summary.
+
+    >>> open_run("/nonexistent")
+    Traceback (most recent call last):
+    ...
+    tcpchurn.errors.BadValue: RUN_DIR: '/nonexistent' is not valid: no such directory: ...
+    """
+    p = Path(path)
+    if not p.is_dir():
+        why = "it is a file, not a directory" if p.exists() else "no such directory"
+        raise BadValue("RUN_DIR", str(p), f"{why}: {HINT}")
+    summary_path = p / SUMMARY
+    if not summary_path.is_file():
+        raise BadValue("RUN_DIR", str(p), f"no {SUMMARY} in it: {HINT}")
+    try:
+        summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadValue("RUN_DIR", str(p), f"{SUMMARY} is not JSON ({exc}): {HINT}") from None
+    if not isinstance(summary, dict):
+        raise BadValue("RUN_DIR", str(p), f"{SUMMARY} is not a JSON object: {HINT}")
+    return RunDir(p, summary)
