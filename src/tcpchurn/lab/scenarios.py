@@ -1,0 +1,207 @@
+"""The lab's scenarios, as data: one row per failure mode, and the control.
+
+Each :class:`Scenario` says how to build the lab (server, client addresses, conntrack,
+sysctls per side, host-global settings, nft faults), what load to run, which limit id the
+diagnosis must name first, and a fallback fix.  The fix that ``--fix`` applies is the
+diagnosis' own (the ``fix`` lines of the first finding, see :mod:`tcpchurn.lab.fixes`);
+the ``fix`` here is used only when the finding carries none that the lab can apply.
+
+Durations are short (8-24 s) so the whole set runs in a few minutes on two cores.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tcpchurn.errors import BadValue
+from tcpchurn.lab.servers import ServerSpec
+
+SIDES = ("client", "server")
+
+
+@dataclass(frozen=True)
+class Load:
+    """The ``tcpchurn run`` a scenario drives from the client namespace."""
+
+    rate: float = 1000.0
+    duration: float = 10.0
+    close: str = "server"  # who closes first: server | client | reset
+    mode: str = "http"  # http | tcp
+    timeout: float = 3.0  # seconds before a connect/response counts as failed
+    rlimit_nofile: int | None = None  # soft = hard limit of the client process
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a scenario (or a fix) changes in the lab.
+
+    ``sysctls`` maps a side (``client``/``server``) to ``{name: value}`` inside that
+    namespace; ``host_sysctls`` are global ones that exist only in the initial namespace
+    (``nf_conntrack_max``); ``nft`` names faults from :mod:`tcpchurn.lab.faults` per side
+    (``conntrack``, ``drop_final_ack``, ``notrack``).
+    """
+
+    sysctls: dict[str, dict[str, str]] = field(default_factory=dict)
+    host_sysctls: dict[str, str] = field(default_factory=dict)
+    nft: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    server: dict[str, object] = field(default_factory=dict)  # ServerSpec field overrides
+    load: dict[str, object] = field(default_factory=dict)  # Load field overrides
+    client_addrs: int | None = None
+
+    def describe(self) -> list[str]:
+        """The settings as lines a user could type (for the report and the docs)."""
+        lines: list[str] = []
+        for name, value in self.host_sysctls.items():
+            lines.append(f"host: sysctl -w {name}={value}")
+        for side, values in self.sysctls.items():
+            for name, value in values.items():
+                lines.append(f"{side}: sysctl -w {name}='{value}'")
+        for side, faults in self.nft.items():
+            lines.extend(f"{side}: nft {fault}" for fault in faults)
+        lines.extend(f"server: {k}={v}" for k, v in self.server.items())
+        lines.extend(f"load: {k}={v}" for k, v in self.load.items())
+        if self.client_addrs is not None:
+            lines.append(f"client: {self.client_addrs} source addresses")
+        return lines
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One failure mode the lab reproduces (or the healthy control)."""
+
+    name: str
+    description: str
+    server: ServerSpec
+    load: Load
+    expected: str | None  # limit id that must be the first finding; None: no finding
+    settings: Settings = field(default_factory=Settings)
+    client_addrs: int = 1
+    fix: Settings | None = None
+    seed_view: bool = False  # sample /proc/net/tcp and tcp6 line counts (the 2009 view)
+
+
+SCENARIOS: tuple[Scenario, ...] = (
+    Scenario(
+        name="seed-2009",
+        description=(
+            "The 2009 report: Apache, HTTP/1.0 (Apache closes first), 1,000 new conn/s, "
+            "conntrack capped at 16,384 -> the table is full after 16.4 s"
+        ),
+        server=ServerSpec(kind="apache", backlog=511),
+        # Four client addresses: one address reaches only ~14k distinct 4-tuples to
+        # one server ip:port (see docs/lab.md, "one client address"), which keeps the
+        # table just below 16,384 and hides the stall.
+        client_addrs=4,
+        load=Load(rate=1000, duration=24, close="server", timeout=3.0),
+        settings=Settings(
+            host_sysctls={"net.netfilter.nf_conntrack_max": "16384"},
+            nft={"server": ("conntrack",)},
+        ),
+        expected="conntrack_full",
+        fix=Settings(nft={"server": ("notrack",)}),
+        seed_view=True,
+    ),
+    Scenario(
+        name="conntrack-full",
+        description="Conntrack capped at 4,096 on the server, 1,000 conn/s: full after ~4 s",
+        server=ServerSpec(kind="nginx"),
+        client_addrs=4,
+        load=Load(rate=1000, duration=10, close="server", timeout=2.0),
+        settings=Settings(
+            host_sysctls={"net.netfilter.nf_conntrack_max": "4096"},
+            nft={"server": ("conntrack",)},
+        ),
+        expected="conntrack_full",
+        fix=Settings(nft={"server": ("notrack",)}),
+    ),
+    Scenario(
+        name="ephemeral-ports",
+        description=(
+            "The client closes first and holds TIME_WAIT; 1,000 ports and tw_reuse off: "
+            "connect() fails with EADDRNOTAVAIL after ~2 s at 500 conn/s"
+        ),
+        server=ServerSpec(kind="builtin", close="client"),
+        load=Load(rate=500, duration=8, close="client", timeout=2.0),
+        settings=Settings(
+            sysctls={
+                "client": {
+                    "net.ipv4.ip_local_port_range": "40000 40999",
+                    "net.ipv4.tcp_tw_reuse": "0",
+                }
+            }
+        ),
+        expected="ephemeral_ports",
+        fix=Settings(sysctls={"client": {"net.ipv4.ip_local_port_range": "32768 60999"}}),
+    ),
+    Scenario(
+        name="tw-buckets",
+        description=(
+            "The server closes first; tcp_max_tw_buckets 1,000 on the server: TIME_WAIT "
+            "overflows after ~1 s and sockets close without TIME_WAIT"
+        ),
+        server=ServerSpec(kind="nginx"),
+        load=Load(rate=1000, duration=8, close="server", timeout=2.0),
+        settings=Settings(sysctls={"server": {"net.ipv4.tcp_max_tw_buckets": "1000"}}),
+        expected="tw_buckets",
+        fix=Settings(sysctls={"server": {"net.ipv4.tcp_max_tw_buckets": "262144"}}),
+    ),
+    Scenario(
+        name="accept-queue",
+        description=(
+            "A listener with backlog 8 whose application accepts slowly: the accept queue "
+            "overflows (ListenOverflows) and SYNs are dropped"
+        ),
+        server=ServerSpec(kind="builtin", backlog=8, accept_delay_ms=5.0),
+        load=Load(rate=400, duration=8, close="server", timeout=2.0),
+        expected="accept_queue",
+        fix=Settings(server={"backlog": 4096, "accept_delay_ms": 0.0}),
+    ),
+    Scenario(
+        name="syn-queue",
+        description=(
+            "Syncookies off and the handshake's final ACK dropped at the server: requests "
+            "sit in SYN_RECV until the SYN queue is full"
+        ),
+        server=ServerSpec(kind="nginx", backlog=128),
+        load=Load(rate=300, duration=8, close="server", timeout=2.0),
+        settings=Settings(
+            sysctls={
+                "server": {
+                    "net.ipv4.tcp_syncookies": "0",
+                    "net.ipv4.tcp_max_syn_backlog": "128",
+                }
+            },
+            nft={"server": ("drop_final_ack",)},
+        ),
+        expected="syn_queue",
+        fix=Settings(sysctls={"server": {"net.ipv4.tcp_syncookies": "1"}}),
+    ),
+    Scenario(
+        name="fd-limit",
+        description=(
+            "The client may open 256 files, but holds each connection until the server "
+            "closes it 1 s later: socket() fails with EMFILE"
+        ),
+        server=ServerSpec(kind="builtin", close="client", accept_delay_ms=0.0),
+        load=Load(rate=500, duration=8, close="server", mode="tcp", timeout=1.0,
+                  rlimit_nofile=256),
+        expected="fd_process",
+        fix=Settings(load={"rlimit_nofile": 4096}),
+    ),
+    Scenario(
+        name="healthy",
+        description="The control: nginx, 500 conn/s, no limit lowered: nothing may be diagnosed",
+        server=ServerSpec(kind="nginx"),
+        load=Load(rate=500, duration=8, close="server", timeout=3.0),
+        expected=None,
+    ),
+)
+
+
+def by_name(name: str) -> Scenario:
+    """The scenario called ``name``, or :class:`BadValue` listing the known ones."""
+    for scenario in SCENARIOS:
+        if scenario.name == name:
+            return scenario
+    known = ", ".join(s.name for s in SCENARIOS)
+    raise BadValue("NAME", name, f"choose one of: {known} (see `tcpchurn lab list`)")
