@@ -1,0 +1,188 @@
+"""The verdict: a run's timeline in, ranked findings and headroom out (sans-IO).
+
+``diagnose_run(timeline, summary)`` evaluates every row of
+:data:`tcpchurn.diagnose.rules.RULES` on every side it can bite, keeps what is sustained
+(noise rules: :mod:`tcpchurn.diagnose.series`), drops findings another finding explains
+(``yields_to``), and ranks them:
+
+1. limits that hurt the run ("stopped", "degraded") by onset, the first reached first;
+2. then warnings (near-full tables, harmless overflows, the dual-stack note) by onset.
+
+Ties (same onset) keep the table's order, which lists causes before consequences.
+
+>>> v = diagnose_run([], {"target_rate": 10})
+>>> v.findings, v.to_json()["findings"]
+([], [])
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from tcpchurn.diagnose.evidence import Evidence
+from tcpchurn.diagnose.fixes import Fix, FixContext
+from tcpchurn.diagnose.headroom import Headroom, compute_headroom
+from tcpchurn.diagnose.rules import RULES, Rule
+from tcpchurn.diagnose.series import RunData, target_port
+from tcpchurn.diagnose.sysctls import Sysctls, SysctlSource
+
+SEVERITY_RANK = {"stopped": 0, "degraded": 0, "warning": 1}
+YIELD_SLACK_S = 1.0  # a cause may be seen up to one interval after its consequence
+
+
+class _Formatter(string.Formatter):
+    """``str.format`` that renders a missing figure (None) as "n/a" whatever the spec."""
+
+    def format_field(self, value: Any, format_spec: str) -> str:
+        if value is None:
+            return "n/a"
+        if isinstance(value, list):
+            return "/".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value) or "none"
+        try:
+            return str(super().format_field(value, format_spec))
+        except (ValueError, TypeError):
+            return str(value)
+
+
+def render(template: str, figures: Mapping[str, Any]) -> str:
+    """Fill an explanation template with a finding's figures.
+
+    >>> render("{count:,.0f} of {max:,.0f} ({steps})", {"count": 16384.0, "max": None,
+    ...        "steps": [1.0, 3.0]})
+    '16,384 of n/a (1/3)'
+    """
+    return _Formatter().vformat(template, (), dict(figures))
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One diagnosed limit (docs/schema.md §5)."""
+
+    limit: str
+    side: str
+    onset_s: float
+    severity: str
+    title: str
+    evidence: dict[str, Any]
+    explanation: str
+    fix: Fix
+    wrong_fixes: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        """The schema's Finding; ``fix`` as lines (the machine parts: ``fix_for``)."""
+        return {
+            "limit": self.limit,
+            "side": self.side,
+            "onset_s": round(self.onset_s, 2),
+            "severity": self.severity,
+            "title": self.title,
+            "evidence": self.evidence,
+            "explanation": self.explanation,
+            "fix": self.fix.lines(),
+            "wrong_fixes": list(self.wrong_fixes),
+        }
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Findings (ranked) and the headroom of every table the run touched."""
+
+    findings: list[Finding] = field(default_factory=list)
+    headroom: list[Headroom] = field(default_factory=list)
+
+    def __iter__(self) -> Iterator[Finding]:
+        """Iterating a verdict iterates its findings, first reached first."""
+        return iter(self.findings)
+
+    def __len__(self) -> int:
+        return len(self.findings)
+
+    @property
+    def first(self) -> Finding | None:
+        """The limit that was reached first, if any."""
+        return self.findings[0] if self.findings else None
+
+    @property
+    def limited(self) -> bool:
+        """True when a finding hurt the run (not only warnings): ``run`` exits 1."""
+        return any(f.severity != "warning" for f in self.findings)
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"findings": [...], "headroom": [...]}`` for the summary."""
+        return {
+            "findings": [f.to_json() for f in self.findings],
+            "headroom": [h.to_json() for h in self.headroom],
+        }
+
+
+def _finding(rule: Rule, side: str, found: Evidence, run: RunData) -> Finding:
+    figures = {**found.figures, "side": side, "onset_s": found.onset_s}
+    env = run.summary.get("environment")
+    sources = env.get("source_addresses") if isinstance(env, Mapping) else None
+    ctx = FixContext(
+        rate=run.rate() or 1.0,
+        port=target_port(run.summary.get("target")),
+        loopback=run.loopback,
+        side=side,
+        close=run.closes_first(),
+        source_ips=len(sources) if isinstance(sources, list) and sources else 1,
+        sysctls=run.sysctls,
+        evidence=found.figures,
+    )
+    return Finding(
+        limit=rule.id,
+        side=side,
+        onset_s=found.onset_s,
+        severity=found.severity,
+        title=rule.title,
+        evidence={k: v for k, v in found.figures.items()},
+        explanation=render(rule.explanation, figures),
+        fix=rule.fix(ctx),
+        wrong_fixes=rule.wrong_fixes,
+    )
+
+
+def _yielded(f: Finding, others: Sequence[Finding]) -> bool:
+    causes = next(r.yields_to for r in RULES if r.id == f.limit)
+    return any(
+        g.limit in causes and g.onset_s <= f.onset_s + YIELD_SLACK_S and g.severity != "warning"
+        for g in others
+    )
+
+
+def diagnose_run(
+    timeline: Sequence[Mapping[str, Any]],
+    summary: Mapping[str, Any],
+    sysctls: SysctlSource | Mapping[str, object] | None = None,
+) -> Verdict:
+    """Which limits a run reached, first first, and the headroom of every table.
+
+    ``sysctls`` defaults to the summary's ``environment.sysctls`` (docs/schema.md §4).
+    """
+    if sysctls is None:
+        env = summary.get("environment")
+        env_sysctls = env.get("sysctls") if isinstance(env, Mapping) else None
+        sysctls = env_sysctls if isinstance(env_sysctls, Mapping) else None
+    run = RunData(timeline, summary, Sysctls(sysctls))
+    found: list[tuple[int, Finding]] = []
+    if run.timeline:
+        same = _same_ns(run)
+        for order, rule in enumerate(RULES):
+            for side in rule.sides[:1] if same else rule.sides:
+                if run.has_side(side):
+                    ev = rule.evidence(run, side)
+                    if ev is not None:
+                        found.append((order, _finding(rule, side, ev, run)))
+    findings = [f for _, f in found]
+    kept = [(o, f) for o, f in found if not _yielded(f, findings)]
+    kept.sort(key=lambda of: (SEVERITY_RANK[of[1].severity], of[1].onset_s, of[0]))
+    return Verdict([f for _, f in kept], compute_headroom(run) if run.timeline else [])
+
+
+def _same_ns(run: RunData) -> bool:
+    """Client and server are one namespace (loopback, no server sample): evaluate a
+    two-sided rule once, on its first side, not twice on the same numbers."""
+    return run.sample(0, "server") is run.sample(0, "client")
