@@ -61,10 +61,9 @@ class RunDir:
 def open_run(path: Path | str) -> RunDir:
     """Check that ``path`` is a run directory and read its summary.
 
-    >>> open_run("/nonexistent")
-    Traceback (most recent call last):
-    ...
-    tcpchurn.errors.BadValue: RUN_DIR: '/nonexistent' is not valid: no such directory: ...
+    A missing directory, a missing or corrupt ``summary.json`` raise :class:`BadValue`,
+    e.g. ``RUN_DIR: '/x' is not valid: no such directory: give a directory written by
+    `tcpchurn run --out DIR```.
     """
     p = Path(path)
     if not p.is_dir():
