@@ -36,7 +36,6 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector
-from prometheus_client.utils import floatToGoString
 
 PHASES = ("connect", "ttfb", "total", "schedule_lag")
 # Seconds. Fine steps below 100 ms where loopback and LAN connects live, then bounds just
@@ -84,6 +83,11 @@ def share_below(points: Sequence[tuple[float, float]], bound: float) -> float:
 def mean_of(points: Sequence[tuple[float, float]]) -> float:
     """Mean of the piecewise-linear CDF (each segment's mass at its midpoint)."""
     return sum((y1 - y0) * (x0 + x1) / 2 for (x0, y0), (x1, y1) in pairwise(points))
+
+
+def _le(bound: float) -> str:
+    """A bucket bound as the exposition format writes it (``+Inf``, ``0.001``)."""
+    return "+Inf" if bound == float("inf") else repr(bound)
 
 
 class _Histogram:
@@ -188,7 +192,7 @@ class RunMetrics:
                 "schedule lag (rebuilt from each interval's percentiles).",
                 labels=["phase"])
             for phase, hist in self._hist.items():
-                h.add_metric([phase], [(floatToGoString(b), float(c))
+                h.add_metric([phase], [(_le(b), float(c))
                                        for b, c in zip(BUCKETS, hist.cumulative, strict=True)],
                              hist.sum)
             out.append(h)

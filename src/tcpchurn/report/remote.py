@@ -134,7 +134,7 @@ def rebuild(points: Iterable[Point], side: str | None = None) -> dict[str, Any]:
     counters: dict[str, dict[str, int]] = {}
     listen: dict[str, dict[str, Any]] = {}
     dests: dict[str, dict[str, Any]] = {}
-    fds: dict[str, dict[str, Any]] = {
+    fds: dict[str, Any] = {
         "system": {"allocated": None, "max": None, "nr_open": None},
         "process": {"pid": None, "open": None, "soft": None, "hard": None}}
     softnet: dict[str, Any] = {"processed": None, "dropped": None, "time_squeeze": None}
