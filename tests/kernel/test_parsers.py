@@ -54,7 +54,7 @@ def variant(name: str) -> str:
 
 def test_sockstat_6_18() -> None:
     s = read_sockstat(NEW)
-    assert s.to_json() == {"inuse": 12, "orphan": 0, "tw": 500, "alloc": 15, "mem": 0,
+    assert s.to_json() == {"inuse": 12, "orphan": 0, "tw": 500, "alloc": 16, "mem": 0,
                            "inuse6": 1, "sockets_used": 13}
     assert pickle.loads(pickle.dumps(s)) == s
 
@@ -218,7 +218,7 @@ def test_process_fds_of_ourselves() -> None:
 def test_softnet_layouts() -> None:
     new = read_softnet(NEW)
     assert new is not None and new.cpus == 2
-    assert new.processed == 0x5AA663 + 0x606F04 and new.dropped == 0
+    assert new.processed == 0x5BF223 + 0x61EBE7 and new.dropped == 0
     old = read_softnet(OLD)
     assert old is not None
     assert (old.processed, old.dropped, old.time_squeeze) == (0xA000 + 0xB000, 4, 2)
