@@ -30,6 +30,7 @@ fixture directory is read from ``netlink/inet_diag_v4.bin`` / ``inet_diag_v6.bin
 from __future__ import annotations
 
 import errno
+import heapq
 import os
 import socket
 import struct
@@ -85,6 +86,8 @@ _HEAD = struct.Struct("=IH10xBB")
 # The whole fixed part after nlmsghdr, ports kept as raw big-endian bytes.
 # Skipped: timer, retrans; if, cookie[2], expires; uid, inode.
 _MSG = struct.Struct("=BB2x2s2s16s16s16xII8x")
+# family, state, dport, dst: the key of group_destinations.
+_DEST = struct.Struct("=BB4x2s16x16s")
 _ERR = struct.Struct("=i")
 _NLMSG_HDRLEN = 16
 _MSG_MIN = _NLMSG_HDRLEN + 72
@@ -97,8 +100,8 @@ RECV_BUFFER = 1 << 20
 Buffer: TypeAlias = bytes | bytearray | memoryview
 # A decoder fed one received datagram at a time; returns True once it saw NLMSG_DONE.
 Consumer: TypeAlias = Callable[[Buffer], bool]
-# (family, dport as 2 raw bytes, dst as 16 raw bytes) -> count per state number
-DestinationCounts: TypeAlias = dict[tuple[int, bytes, bytes], list[int]]
+# (family, state, dport as 2 raw bytes, dst as 16 raw bytes) -> sockets
+DestinationCounts: TypeAlias = dict[tuple[int, int, bytes, bytes], int]
 
 ALL_STATES_MASK = sum(1 << n for n in range(1, 13))
 
@@ -460,22 +463,24 @@ class Destination:
 
 
 def group_destinations(data: Buffer, mask: int, into: DestinationCounts) -> bool:
-    """Add the sockets of one reply chunk whose state is in ``mask`` to
-    ``into[(family, dport, dst)][state]``; True once NLMSG_DONE was seen."""
-    unpack = _MSG.unpack_from
+    """Count the sockets of one reply chunk whose state is in ``mask`` into
+    ``into[(family, state, dport, dst)]``; True once NLMSG_DONE was seen.
+
+    The unpacked tuple itself is the key (no per-socket formatting): on a server every
+    TIME_WAIT socket has its own remote port, so there are as many keys as sockets.
+    """
+    unpack = _DEST.unpack_from
+    head = _HEAD.unpack_from
     buf = memoryview(data)
     end = len(buf)
     off = 0
-    while off + _NLMSG_HDRLEN <= end:
-        length, mtype = _nlhdr(buf, off)
+    get = into.get
+    while off + 18 <= end:
+        length, mtype, _fam, state = head(buf, off)
         if mtype == SOCK_DIAG_BY_FAMILY and off + _MSG_MIN <= end:
-            fam, state, _sp, dport, _src, dst, _rq, _wq = unpack(buf, off + 16)
-            if mask & (1 << state):
-                key = (fam, dport, dst)
-                counts = into.get(key)
-                if counts is None:
-                    counts = into[key] = [0] * 14
-                counts[state & 15] += 1
+            if (mask >> state) & 1:
+                key = unpack(buf, off + 16)
+                into[key] = get(key, 0) + 1
         elif mtype in (NLMSG_DONE, NLMSG_ERROR):
             return _check_control(buf, off, mtype)
         if length < _NLMSG_HDRLEN:
@@ -497,21 +502,35 @@ def destinations(
     raw: DestinationCounts = {}
     for family, _label in _FAMILIES:
         run_dump(procfs, family, mask, lambda chunk: group_destinations(chunk, mask, raw))
-    merged: dict[str, list[int]] = {}
-    for (fam, dport, dst), counts in raw.items():
-        remote = format_address(fam, dst, int.from_bytes(dport, "big"))
-        have = merged.get(remote)
-        if have is None:
-            merged[remote] = list(counts)
+    return rank_destinations(raw, top)
+
+
+def rank_destinations(raw: DestinationCounts, top: int = 10) -> list[Destination]:
+    """The ``top`` busiest remotes of :func:`group_destinations` counts, formatted.
+
+    IPv4-mapped IPv6 remotes are merged into the IPv4 remote they carry (one ephemeral
+    port range is shared by both families: ``inet_hash_connect`` checks one ehash).
+    """
+    per_remote: dict[tuple[bytes, bytes], dict[int, int]] = {}
+    for (fam, state, dport, dst), n in raw.items():
+        if fam == AF_INET:
+            addr = dst[:4]
+        elif dst[:12] == _V4MAPPED_PREFIX:
+            addr = dst[12:16]
         else:
-            for i, c in enumerate(counts):
-                have[i] += c
-    ranked = sorted(merged.items(), key=lambda kv: (-sum(kv[1]), kv[0]))[: max(top, 0)]
-    return [
-        Destination(
-            remote=remote,
-            sockets=sum(counts),
-            states={TCP_STATES[n]: c for n, c in enumerate(counts) if c and n in TCP_STATES},
-        )
-        for remote, counts in ranked
-    ]
+            addr = dst
+        states = per_remote.get((addr, dport))
+        if states is None:
+            per_remote[(addr, dport)] = {state: n}
+        else:
+            states[state] = states.get(state, 0) + n
+    busiest = heapq.nlargest(
+        max(top, 0), per_remote.items(), key=lambda kv: (sum(kv[1].values()), kv[0])
+    )
+    out = []
+    for (addr, dport), states in busiest:
+        family = AF_INET if len(addr) == 4 else AF_INET6
+        remote = format_address(family, addr, int.from_bytes(dport, "big"))
+        named = {TCP_STATES.get(k, str(k)): v for k, v in sorted(states.items())}
+        out.append(Destination(remote=remote, sockets=sum(states.values()), states=named))
+    return out
