@@ -101,6 +101,8 @@ def read_process_fds(pid: int, procfs: Procfs | None = None) -> ProcessFds | Non
     """Count ``/proc/PID/fd`` and read its RLIMIT_NOFILE; None if the process has gone.
 
     Other users' processes need root to list ``fd/``: that raises ``PermissionError``.
+    For our own pid the count includes the descriptor of the directory being listed
+    (as ``ls /proc/self/fd`` and psutil's ``num_fds`` do).
     """
     procfs = procfs if procfs is not None else Procfs()
     try:
