@@ -1,0 +1,233 @@
+"""One engine per process, each with its interleaved share of the schedule, merged per interval.
+
+Why processes: one Python process tops out at ~30,000 new connections/s (engine.py);
+the rate must scale with cores.  Why a fresh interpreter (``python -c``, not ``fork``):
+the parent may already run threads (the namespace reader of ``Procfs``, the Prometheus
+exporter) and ``fork`` with threads is unsafe; and not ``multiprocessing``'s spawn either,
+which re-imports the caller's ``__main__`` (a library user's script without the
+``if __name__ == "__main__"`` guard would start itself again).  A start costs ~0.2 s.
+
+Protocol (no shared memory, so a worker could later live on another host):
+
+* child -> parent, one message per ``send_bytes``: ``R`` ready; ``I`` + ``IntervalStats.
+  encode()``; ``X`` + a traceback (the worker failed); ``D`` done.
+* parent -> child: the pickled ``(cfg, index, count)``, then ``S<start_at>`` once (the
+  common ``time.monotonic()`` start: the clock is system-wide), later any bytes mean
+  *stop*; EOF means the parent is gone.
+
+Workers die with the parent: ``PR_SET_PDEATHSIG`` (prctl(2)) kills them if the parent
+dies without a word, and EOF on the control pipe stops them if it exits in an orderly
+way but forgot to stop them.  They ignore SIGINT: Ctrl-C reaches the whole foreground
+process group, and it is the parent that decides to stop (and still collects the last
+interval).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import multiprocessing.connection
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Iterator
+from multiprocessing.connection import Connection
+
+from tcpchurn.load.config import LoadConfig
+from tcpchurn.load.stats import IntervalStats
+
+PR_SET_PDEATHSIG = 1  # include/uapi/linux/prctl.h
+READY_TIMEOUT_S = 60.0
+START_MARGIN_S = 0.05  # from "all ready" to the common start
+
+
+class WorkerError(RuntimeError):
+    """A worker process failed (a bug, not a limit): carries the worker's traceback."""
+
+
+def _die_with_parent() -> None:
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def _child(out_fd: int, ctrl_fd: int) -> None:
+    """Body of one worker process (``python -c``; see the module docstring)."""
+    _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    out = Connection(out_fd, readable=False)
+    ctrl = Connection(ctrl_fd, writable=False)
+    try:
+        from tcpchurn.load.engine import Engine
+
+        cfg, index, count = pickle.loads(ctrl.recv_bytes())
+        out.send_bytes(b"R")
+        msg = ctrl.recv_bytes()
+        if not msg.startswith(b"S"):
+            out.send_bytes(b"D")
+            return
+        start_at = float(msg[1:])
+
+        def emit(st: IntervalStats) -> None:
+            out.send_bytes(b"I" + st.encode())
+
+        engine = Engine(cfg, emit, index=index, count=count, start_at=start_at,
+                        control_fd=ctrl.fileno())
+        signal.signal(signal.SIGTERM, lambda *_: engine.stop())
+        engine.run()
+        out.send_bytes(b"D")
+    except (EOFError, BrokenPipeError):
+        return  # the parent is gone
+    except BaseException:
+        try:
+            out.send_bytes(b"X" + traceback.format_exc().encode())
+        except OSError:
+            pass
+
+
+_CHILD = "import sys; from tcpchurn.load.workers import _child; _child(*map(int, sys.argv[1:]))"
+
+
+class WorkerPool:
+    """``cfg.workers`` engine processes sharing one start time.
+
+    >>> # pool = WorkerPool(cfg); pool.start()
+    >>> # for st in pool.intervals(): print(st.to_json())   # merged over workers
+    """
+
+    def __init__(self, cfg: LoadConfig) -> None:
+        self.cfg = cfg
+        self.count = cfg.workers
+        self.start_at: float | None = None
+        self._procs: list[subprocess.Popen[bytes]] = []
+        self._outs: list[Connection] = []
+        self._ctrls: list[Connection] = []
+        self._stopped = False
+
+    def start(self) -> None:
+        """Spawn the workers, wait until each is ready, give them the common start time."""
+        for index in range(self.count):
+            out_r, out_w = os.pipe()
+            ctrl_r, ctrl_w = os.pipe()
+            os.set_inheritable(out_w, True)
+            os.set_inheritable(ctrl_r, True)
+            try:
+                proc = subprocess.Popen(
+                    [sys.executable, "-c", _CHILD, str(out_w), str(ctrl_r)],
+                    pass_fds=(out_w, ctrl_r),
+                    stdin=subprocess.DEVNULL,
+                )
+            finally:
+                # drop our copies of the child's ends: EOF then means what it says
+                os.close(out_w)
+                os.close(ctrl_r)
+            self._procs.append(proc)
+            self._outs.append(Connection(out_r, writable=False))
+            ctrl = Connection(ctrl_w, readable=False)
+            self._ctrls.append(ctrl)
+            ctrl.send_bytes(pickle.dumps((self.cfg, index, self.count)))
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        for index, out in enumerate(self._outs):
+            if not out.poll(max(0.0, deadline - time.monotonic())):
+                raise WorkerError(f"worker {index} did not start within {READY_TIMEOUT_S} s")
+            msg = self._recv(index)
+            if msg is None or msg[:1] != b"R":
+                raise WorkerError(f"worker {index} failed to start: {self._why(msg)}")
+        self.start_at = time.monotonic() + START_MARGIN_S
+        for ctrl in self._ctrls:
+            ctrl.send_bytes(b"S" + repr(self.start_at).encode())
+
+    def _recv(self, index: int) -> bytes | None:
+        try:
+            return self._outs[index].recv_bytes()
+        except (EOFError, OSError):
+            return None
+
+    @staticmethod
+    def _why(msg: bytes | None) -> str:
+        if msg is None:
+            return "it exited"
+        if msg[:1] == b"X":
+            return msg[1:].decode(errors="replace").strip()
+        return repr(msg[:40])
+
+    def intervals(self) -> Iterator[IntervalStats]:
+        """Yield interval ``k`` merged over all workers, in order, as soon as complete.
+
+        A worker that has finished (or stopped early) no longer holds later intervals
+        back.  Raises :class:`WorkerError` if a worker fails.
+        """
+        pending: dict[int, tuple[IntervalStats, set[int]]] = {}
+        sent_max = dict.fromkeys(range(self.count), -1)  # worker -> highest index sent
+        done_last: dict[int, int] = {}  # worker -> its last index, once it has finished
+        waiting = {self._outs[i]: i for i in range(self.count)}
+        k = 0
+        while True:
+            while k in pending:
+                merged, seen = pending[k]
+                expected = {i for i in range(self.count) if done_last.get(i, k) >= k}
+                if not expected <= seen:
+                    break
+                del pending[k]
+                yield merged
+                k += 1
+            if not waiting:
+                for index in sorted(pending):  # cannot complete any more: in order
+                    yield pending.pop(index)[0]
+                return
+            for out in multiprocessing.connection.wait(list(waiting)):
+                assert isinstance(out, Connection)
+                index = waiting[out]
+                msg = self._recv(index)
+                tag = msg[:1] if msg is not None else b""
+                if tag == b"I":
+                    assert msg is not None
+                    st = IntervalStats.decode(msg[1:])
+                    sent_max[index] = max(sent_max[index], st.index)
+                    if st.index in pending:
+                        pending[st.index][0].merge(st)
+                        pending[st.index][1].add(index)
+                    else:
+                        pending[st.index] = (st, {index})
+                    continue
+                del waiting[out]
+                done_last[index] = sent_max[index]
+                if tag == b"D" or (self._stopped and msg is None):
+                    continue
+                raise WorkerError(f"worker {index} failed: {self._why(msg)}")
+
+    def stop(self) -> None:
+        """Graceful early stop: workers stop scheduling and flush their last interval.
+
+        Safe to call from a signal handler and more than once.
+        """
+        self._stopped = True
+        for ctrl in self._ctrls:
+            try:
+                ctrl.send_bytes(b"stop")
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        """Stop and reap every worker (killing any that does not exit within 5 s)."""
+        if not self._stopped:
+            self.stop()
+        deadline = time.monotonic() + 5.0
+        for proc in self._procs:
+            try:
+                proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(1.0)
+        for conn in (*self._outs, *self._ctrls):
+            conn.close()
+        self._procs, self._outs, self._ctrls = [], [], []
+
+    def __enter__(self) -> WorkerPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
