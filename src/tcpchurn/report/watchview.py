@@ -102,7 +102,7 @@ def _state_rows(sample: Mapping[str, Any], sysctls: Mapping[str, Any]) -> list[R
         Row(
             "SYN_RECV",
             None if syn[0] is None else sum(s or 0 for s in syn),
-            detail="bounded per listener by its backlog",
+            detail="per listener: backlog",
         ),
         Row(
             "FIN_WAIT1/2",
@@ -144,7 +144,7 @@ def _counter_rows(sample: Mapping[str, Any]) -> list[Row]:
             "listen overflows/s",
             _per_second(sample, ext.get("ListenOverflows")),
             rate=True,
-            detail="accept queue full (TcpExtListenOverflows)",
+            detail="accept queue full",
         ),
         Row(
             "listen drops/s",
@@ -209,7 +209,7 @@ def _fd_rows(sample: Mapping[str, Any]) -> list[Row]:
             "backlog drops/s",
             _per_second(sample, soft),
             rate=True,
-            detail="netdev_max_backlog (softnet_stat)",
+            detail="netdev_max_backlog",
         )
     )
     return rows
@@ -253,13 +253,16 @@ def render_watch(sample: Mapping[str, Any], sysctls: Mapping[str, Any]) -> Rende
         f"  every {interval:.2f}s" if isinstance(interval, int | float) else "",
         f"  source {_get(sample, 'tcp', 'source') or '-'}",
     )
+    states_t = sample.get("states_t")  # set by watcher.carry_forward
+    if isinstance(states_t, int | float) and isinstance(t, int | float) and states_t != t:
+        title.append(f"  (states from t={states_t:.1f}s)", style="dim")
     table = Table(show_edge=False, pad_edge=False, expand=False)
     table.add_column("", width=1, no_wrap=True)
     table.add_column("table", no_wrap=True)
     table.add_column("used", justify="right", no_wrap=True)
     table.add_column("limit", justify="right", no_wrap=True)
     table.add_column("share", justify="right", no_wrap=True)
-    table.add_column("detail", overflow="fold")
+    table.add_column("detail", no_wrap=True, overflow="ellipsis")
     for row in rows:
         is_top = row is top
         style = ""

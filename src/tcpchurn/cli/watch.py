@@ -1,0 +1,149 @@
+"""``tcpchurn watch``: every kernel table connection churn fills, live.
+
+Options -> :class:`~tcpchurn.kernel.watcher.WatchConfig` -> :func:`watch_samples` ->
+one of three outputs: the rich live view (default), JSON lines (``--json``, exactly
+docs/schema.md §1, flushed every interval) and/or a Prometheus endpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+import click
+
+from tcpchurn.errors import BadValue
+from tcpchurn.kernel.procfs import Procfs
+from tcpchurn.kernel.sysctl import read_sysctls
+from tcpchurn.kernel.watcher import WatchConfig, carry_forward, watch_samples
+
+
+def _sigterm_as_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def _start_prometheus(
+    port: int, side: str
+) -> tuple[Callable[[dict[str, Any]], None], Callable[[], None]]:
+    from tcpchurn.report import prometheus
+
+    if not 1 <= port <= 65535:
+        raise BadValue("--prometheus", port, "give a TCP port between 1 and 65535")
+    registry = prometheus.make_registry()
+    metrics = prometheus.KernelMetrics(registry, side)
+    try:
+        stop = prometheus.start_server(registry, port)
+    except OSError as exc:
+        raise BadValue(
+            "--prometheus",
+            port,
+            f"cannot listen on 127.0.0.1:{port} ({exc.strerror}): pick another port",
+        ) from exc
+    return metrics.update, stop
+
+
+@click.command("watch")
+@click.option("--netns", metavar="NAME", help="Watch this network namespace (ip netns list).")
+@click.option("--pid", type=int, metavar="PID", help="Watch the namespace (and fds) of a process.")
+@click.option(
+    "--interval", type=float, default=1.0, show_default=True, help="Seconds between samples."
+)
+@click.option("--count", type=int, default=None, help="Stop after N samples.")
+@click.option("--once", is_flag=True, help="One full sample, then exit.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="One JSON line per sample (docs/schema.md §1)."
+)
+@click.option(
+    "--prometheus",
+    "prom_port",
+    type=int,
+    metavar="PORT",
+    help="Serve the samples on http://127.0.0.1:PORT/metrics.",
+)
+@click.option(
+    "--detail-every",
+    type=int,
+    default=5,
+    show_default=True,
+    metavar="N",
+    help="Full per-state and per-destination dump every N samples.",
+)
+def watch(
+    netns: str | None,
+    pid: int | None,
+    interval: float,
+    count: int | None,
+    once: bool,
+    as_json: bool,
+    prom_port: int | None,
+    detail_every: int,
+) -> None:
+    """Watch TIME_WAIT, conntrack, accept queues, ports and fds against their limits.
+
+    \b
+      tcpchurn watch                          this namespace, live, every second
+      tcpchurn watch --netns srv --json       JSON lines for a namespace
+      tcpchurn watch --pid 1234 --once        one full sample of a process's namespace
+      tcpchurn watch --prometheus 9464        also serve 127.0.0.1:9464/metrics
+    """
+    config = WatchConfig(
+        interval=interval, count=1 if once else count, detail_every=1 if once else detail_every
+    ).check()
+    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    with Procfs(netns=netns, pid=pid) as procfs:
+        update: Callable[[dict[str, Any]], None] | None = None
+        stop: Callable[[], None] | None = None
+        if prom_port is not None:
+            update, stop = _start_prometheus(prom_port, procfs.label)
+        try:
+            samples = watch_samples(procfs, config)
+            if as_json:
+                _emit_json(samples, update)
+            else:
+                _live(samples, procfs, update, once)
+        finally:
+            if stop is not None:
+                stop()
+
+
+def _emit_json(samples: Any, update: Callable[[dict[str, Any]], None] | None) -> None:
+    out = sys.stdout
+    for sample in samples:
+        if update is not None:
+            update(sample)
+        out.write(json.dumps(sample, separators=(",", ":")) + "\n")
+        out.flush()  # a reader (jq, tail -f, another process) sees every interval
+
+
+def _live(
+    samples: Any,
+    procfs: Procfs,
+    update: Callable[[dict[str, Any]], None] | None,
+    once: bool,
+) -> None:
+    from rich.console import Console
+    from rich.live import Live
+
+    from tcpchurn.report.watchview import render_watch
+
+    console = Console()
+    sysctls: dict[str, Any] = dict(read_sysctls(procfs).to_json())
+    last_full: dict[str, Any] | None = None
+    if once:
+        for sample in samples:
+            if update is not None:
+                update(sample)
+            console.print(render_watch(sample, sysctls))
+        return
+    with Live(console=console, auto_refresh=False, transient=False) as live:
+        for sample in samples:
+            if update is not None:
+                update(sample)
+            if (sample.get("tcp") or {}).get("states_v4") is not None:
+                last_full = sample
+                sysctls = dict(read_sysctls(procfs).to_json())  # limits can change too
+            live.update(render_watch(carry_forward(sample, last_full), sysctls), refresh=True)
