@@ -22,7 +22,9 @@ namespace (``null`` on the first).
 
 from __future__ import annotations
 
+import threading
 import time as _time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -87,6 +89,13 @@ class KernelSnapshot:
         ``t0``: the ``clock()`` value the watch started at (``t`` is measured from it).
         """
         procfs = procfs if procfs is not None else Procfs()
+        inside = _inside(procfs)
+        if inside is not None:
+            # Another namespace: run the whole sample in its thread, one hop instead of
+            # one per file (measured: 3.3 ms -> 1 ms for an empty namespace).
+            return procfs.call(lambda: cls.take(
+                inside, pid=pid, detail=detail, states=states, proc_net_tcp=proc_net_tcp,
+                ruleset=ruleset, t0=t0, clock=clock, wall=wall))
         mono, now = clock(), wall()
         ss = read_sockstat(procfs)
         tcp, listen = _sock_diag(procfs, detail, states or detail)
@@ -196,6 +205,38 @@ def delta(earlier: KernelSnapshot, later: KernelSnapshot) -> SnapshotDelta:
         conntrack_stat=stat_delta(earlier.conntrack.stat, later.conntrack.stat),
         softnet=softnet_delta(earlier.softnet, later.softnet) if later.softnet else None,
     )
+
+
+class _Inside(Procfs):
+    """The view of a namespace from inside its own thread: reads without a hop.
+
+    Paths are the outer Procfs's (``/proc/thread-self/net/...``, right in that thread);
+    :meth:`call` runs directly, since the caller already is in the namespace.
+    """
+
+    def __init__(self, outer: Procfs) -> None:
+        super().__init__(root=outer.root)
+        self.netns, self.pid = outer.netns, outer.pid
+        self._outer = outer
+
+    def path(self, rel: str) -> str:
+        """The outer Procfs's path for ``rel``."""
+        return self._outer.path(rel)
+
+
+_insides: weakref.WeakKeyDictionary[Procfs, _Inside | None] = weakref.WeakKeyDictionary()
+_insides_lock = threading.Lock()
+
+
+def _inside(procfs: Procfs) -> _Inside | None:
+    """The in-thread view of ``procfs`` if it reads another namespace through a thread."""
+    if isinstance(procfs, _Inside) or not procfs.is_live:
+        return None
+    with _insides_lock:
+        if procfs not in _insides:
+            own = procfs.call(threading.get_ident) == threading.get_ident()
+            _insides[procfs] = None if own else _Inside(procfs)
+        return _insides[procfs]
 
 
 def _sock_diag(

@@ -1,0 +1,93 @@
+#!/usr/bin/env python3
+"""What does one KernelSnapshot cost, by option, as TIME_WAIT grows?  (root; not a test)
+
+    python3 bench/snapshot_cost.py [--steps 0,10000,50000] [--repeat 7]
+
+In a throw-away namespace ``tcpchurn-bench-XXXXXX`` (removed at the end) it adds
+server-side TIME_WAIT sockets step by step (bench/watch_cost.py's ``fill_time_wait``)
+and times, best of ``--repeat``, ``KernelSnapshot.take`` as ``tcpchurn watch --netns``
+calls it:
+
+* ``take()``              the per-second default: sockstat, counters, conntrack, softnet,
+                          fds, LISTEN dump and the non-TIME_WAIT state dump;
+* ``take(states=False)``  without the state dump (only LISTEN and TIME_WAIT known);
+* ``take(detail=True)``   full dumps by family + destinations (on demand);
+* ``take(proc_net_tcp=True)``  plus the 2009 report's /proc/net/tcp{,6} count.
+
+The state dumps walk the whole established hash, shared by every namespace, so their
+cost grows with the TIME_WAIT sockets even when the filter excludes them (KERNEL.md §4).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from watch_cost import fill_time_wait
+
+from tcpchurn.kernel.procfs import Procfs
+from tcpchurn.kernel.snapshot import KernelSnapshot
+
+
+def best_of(repeat: int, fn: Callable[[], Any]) -> float:
+    """The fastest of ``repeat`` calls, in milliseconds."""
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best * 1e3
+
+
+def main() -> None:
+    """Build step by step, measure, print, clean up."""
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    ap.add_argument("--steps", default="0,10000,50000")
+    ap.add_argument("--repeat", type=int, default=7)
+    args = ap.parse_args()
+    steps = [int(s) for s in args.steps.split(",")]
+    if os.geteuid() != 0:
+        sys.exit("snapshot_cost: needs root (it creates a network namespace)")
+    ns = f"tcpchurn-bench-{uuid.uuid4().hex[:6]}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        for cmd in (["ip", "-n", ns, "link", "set", "lo", "up"],
+                    ["ip", "netns", "exec", ns, "sysctl", "-qw",
+                     f"net.ipv4.tcp_max_tw_buckets={max(steps) * 2 + 1}"],
+                    ["ip", "netns", "exec", ns, "sysctl", "-qw",
+                     "net.ipv4.ip_local_port_range=1024 65535"]):
+            subprocess.run(cmd, check=True, capture_output=True)
+        variants: dict[str, dict[str, Any]] = {
+            "take()": {},
+            "take(states=False)": {"states": False},
+            "take(detail=True)": {"detail": True},
+            "take(proc_net_tcp=True)": {"proc_net_tcp": True},
+        }
+        print(f"{'TIME_WAIT':>10}  " + "  ".join(f"{v:>24}" for v in variants))
+        with Procfs(netns=ns) as procfs:
+            have = 0
+            for want in steps:
+                if want > have:
+                    procfs.call(lambda n=want - have: fill_time_wait(n))  # type: ignore[misc]
+                    have = want
+                tw = KernelSnapshot.take(procfs).sockstat.tw
+                cells = []
+                for kw in variants.values():
+                    ms = best_of(args.repeat, lambda kw=kw: KernelSnapshot.take(procfs, **kw))
+                    cells.append(f"{ms:21.3f} ms")
+                print(f"{tw:>10,}  " + "  ".join(cells))
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], check=False)
+
+
+if __name__ == "__main__":
+    main()
