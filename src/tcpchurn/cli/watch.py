@@ -7,6 +7,7 @@ docs/schema.md §1, flushed every interval) and/or a Prometheus endpoint.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import sys
@@ -90,9 +91,9 @@ def watch(
       tcpchurn watch --pid 1234 --once        one full sample of a process's namespace
       tcpchurn watch --prometheus 9464        also serve 127.0.0.1:9464/metrics
     """
-    config = WatchConfig(
-        interval=interval, count=1 if once else count, detail_every=1 if once else detail_every
-    ).check()
+    config = WatchConfig(interval=interval, count=count, detail_every=detail_every).check()
+    if once:  # one full sample: every state by family, destinations
+        config = dataclasses.replace(config, count=1, detail_every=1)
     signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     with Procfs(netns=netns, pid=pid) as procfs:
         update: Callable[[dict[str, Any]], None] | None = None
