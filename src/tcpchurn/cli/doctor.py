@@ -68,13 +68,14 @@ def render(report: DoctorReport, console: Console) -> None:
         console.print(f"{first.limit} would fill after {first.seconds_to_full:g} s, "
                       f"beyond this {plan.duration:g} s run.")
     audit = Table(title="Sysctls (KERNEL.md §7 first)", title_justify="left", header_style="bold")
-    audit.add_column("sysctl", no_wrap=True)
-    audit.add_column("value", max_width=14, overflow="fold")
+    audit.add_column("sysctl", max_width=22, overflow="fold")
+    audit.add_column("value", max_width=12, overflow="fold")
     audit.add_column("scope", no_wrap=True)
     audit.add_column("what it means for this plan", overflow="fold", ratio=1)
     for a in report.audit:
         value = " ".join(map(str, a.value)) if isinstance(a.value, tuple) else str(a.value)
-        audit.add_row(a.sysctl.rsplit(".", 1)[-1], "absent" if a.value is None else value, a.scope, a.note)
+        shown = "absent" if a.value is None else value
+        audit.add_row(a.sysctl.rsplit(".", 1)[-1], shown, a.scope, a.note)
     console.print(audit)
     soft, hard = report.rlimit_nofile
     console.print(f"RLIMIT_NOFILE of this shell: soft {soft}, hard {hard}")
