@@ -11,6 +11,8 @@ import dataclasses
 import json
 import os
 import pickle
+import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -202,3 +204,24 @@ def test_real_netns_snapshot(busy_netns: tuple[str, Procfs]) -> None:
     proc = j["fds"]["process"]  # type: ignore[index]
     assert proc["pid"] == os.getpid() and proc["open"] > 0
     assert j["counters_delta"]["Tcp"]["ActiveOpens"] == 0  # type: ignore[index]
+
+
+@pytest.mark.root
+def test_real_snapshot_by_pid(busy_netns: tuple[str, Procfs]) -> None:
+    ns, _p = busy_netns
+    proc = subprocess.Popen(["ip", "netns", "exec", ns, "sleep", "30"])
+    try:
+        # `ip netns exec` enters the netns, then execs sleep in place (same pid)
+        ours = os.readlink("/proc/self/ns/net")
+        for _ in range(500):
+            if os.readlink(f"/proc/{proc.pid}/ns/net") != ours:
+                break
+            time.sleep(0.01)
+        with Procfs(pid=proc.pid) as by_pid:
+            snap = KernelSnapshot.take(by_pid)
+        assert snap.where == f"pid {proc.pid}"
+        assert snap.sockstat.tw == 300
+        assert snap.process_fds is not None and snap.process_fds.pid == proc.pid
+    finally:
+        proc.kill()
+        proc.wait()
