@@ -5,7 +5,7 @@
 
 Creates a throw-away namespace ``tcpchurn-bench-XXXXXX`` with loopback only, raises its
 ``tcp_max_tw_buckets``, and fills it with TIME_WAIT sockets: IPv4 clients connect to a
-server on 127.0.0.2..127.0.0.11 (several destinations, so the 4-tuples never repeat),
+server on 127.0.0.2..127.0.0.51 (50 destinations, so the 4-tuples never repeat),
 the server closes first, so the *server* side holds TIME_WAIT (KERNEL.md §3).  Then it
 measures, best of ``--repeat``, through ``Procfs(netns=...)`` as ``tcpchurn watch
 --netns`` does:
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import json
 import os
 import socket
 import subprocess
@@ -36,9 +37,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from tcpchurn.kernel import sockdiag
 from tcpchurn.kernel.procfs import Procfs
 
-DESTINATIONS = [f"127.0.0.{i}" for i in range(2, 12)]
+DESTINATIONS = [f"127.0.0.{i}" for i in range(2, 52)]
 PORT = 8080
-BATCH = 1000
+BATCH = 500
 
 
 def sh(*argv: str) -> None:
@@ -133,12 +134,30 @@ def ss_cmd(ns: str, shell: str) -> Callable[[], Any]:
     )
 
 
+def measure_inside(repeat: int) -> None:
+    """Child mode: this process runs in the namespace; print per-second costs as JSON."""
+    procfs = Procfs()
+    out = {name: best_of(repeat * 3, fn) for name, fn in per_second_pieces(procfs).items()}
+    try:
+        from tcpchurn.kernel.snapshot import KernelSnapshot
+
+        take = lambda: KernelSnapshot.take(procfs, detail=False, states=False)  # noqa: E731
+        out["take(states=False)"] = best_of(repeat * 3, take)
+    except ImportError:
+        pass
+    print(json.dumps(out))
+
+
 def main() -> None:
     """Build, measure, print, clean up."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sockets", type=int, default=100_000)
     ap.add_argument("--repeat", type=int, default=7)
+    ap.add_argument("--measure-inside", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.measure_inside:
+        measure_inside(args.repeat)
+        return
     if os.geteuid() != 0:
         sys.exit("watch_cost: needs root (it creates a network namespace)")
 
@@ -178,10 +197,39 @@ def main() -> None:
             try:
                 from tcpchurn.kernel.snapshot import KernelSnapshot
 
-                ms = best_of(args.repeat * 3, lambda: KernelSnapshot.take(procfs, detail=False))
-                rows.append(("per-second: KernelSnapshot.take", ms, "bar < 1 ms", None))
+                # What `tcpchurn watch` takes every interval (kernel/watcher.py) ...
+                ms = best_of(
+                    args.repeat * 3,
+                    lambda: KernelSnapshot.take(procfs, detail=False, states=False),
+                )
+                rows.append(("per-second: take(states=False)", ms, "bar < 1 ms", None))
+                # ... and the default take(): every state but TIME_WAIT walks the ehash.
+                ms = best_of(args.repeat, lambda: KernelSnapshot.take(procfs, detail=False))
+                rows.append(("take(detail=False) (+ehash walk)", ms, "", None))
             except ImportError:
                 rows.append(("per-second: KernelSnapshot.take", float("nan"), "not in tree", None))
+            # The same from a process that lives in the namespace (`ip netns exec NS
+            # tcpchurn watch`): no hop to the Procfs namespace thread per file.
+            inside = subprocess.run(
+                [
+                    "ip",
+                    "netns",
+                    "exec",
+                    ns,
+                    sys.executable,
+                    os.path.abspath(__file__),
+                    "--measure-inside",
+                    "--repeat",
+                    str(args.repeat),
+                ],
+                check=True,
+                capture_output=True,
+                text=True,
+            )
+            for name, ms in json.loads(inside.stdout).items():
+                rows.append(
+                    (f"inside netns: {name}", ms, "bar < 1 ms" if "take" in name else "", None)
+                )
 
             # Full dumps against ss in the same namespace.
             ss_tw = best_of(args.repeat, ss_cmd(ns, "ss -tan state time-wait | wc -l"))
