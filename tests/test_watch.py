@@ -12,7 +12,12 @@ from rich.console import Console
 
 from tcpchurn.errors import BadValue
 from tcpchurn.kernel.procfs import Procfs
-from tcpchurn.kernel.watcher import WatchConfig, carry_forward, watch_samples
+from tcpchurn.kernel.watcher import (
+    WatchConfig,
+    carry_forward,
+    watch_samples,
+    with_carried,
+)
 from tcpchurn.report.watchview import MARKER, closest_to_full, render_watch, watch_rows
 
 RUNS = Path(__file__).parent / "fixtures" / "runs"
@@ -250,3 +255,19 @@ def test_carry_forward_keeps_current_time_wait_and_last_full_states() -> None:
     assert "states from t=3.0s" in render(view)
     assert cheap["tcp"]["states_v4"] is None  # the JSON sample itself is untouched
     assert carry_forward(full, full)["states_t"] == 3.0
+
+
+def test_with_carried_pairs_raw_samples_with_the_view() -> None:
+    full = {
+        "t": 0.0,
+        "tcp": {
+            "states": {"ESTABLISHED": 5, "TIME_WAIT": 1},
+            "states_v4": {"ESTABLISHED": 5},
+            "states_v6": {},
+        },
+    }
+    cheap = {"t": 1.0, "tcp": {"states": {"ESTABLISHED": None, "TIME_WAIT": 9}, "states_v4": None}}
+    pairs = list(with_carried([full, cheap]))
+    assert [raw for raw, _ in pairs] == [full, cheap]
+    assert pairs[1][1]["tcp"]["states"] == {"ESTABLISHED": 5, "TIME_WAIT": 9}
+    assert pairs[1][1]["states_t"] == 0.0

@@ -165,7 +165,9 @@ def test_prometheus_scrape_matches_the_namespace(make_netns: Callable[[], str]) 
         )
         try:
             assert proc.stdout is not None
-            proc.stdout.readline()  # the first sample was taken and exported
+            for _ in range(3):  # a full sample, then cheap ones (--detail-every 5)
+                cheap = json.loads(proc.stdout.readline())
+            assert cheap["tcp"]["states_v4"] is None
             text = ""
             deadline = time.monotonic() + 10
             while "tcpchurn_listen_queue" not in text and time.monotonic() < deadline:
@@ -183,8 +185,10 @@ def test_prometheus_scrape_matches_the_namespace(make_netns: Callable[[], str]) 
     queue = {s.labels["local"]: s.value for s in families["tcpchurn_listen_queue"].samples}
     backlog = {s.labels["local"]: s.value for s in families["tcpchurn_listen_backlog"].samples}
     assert (queue[local], backlog[local]) == want == (3, 2)
+    # every state, although the latest samples only dumped LISTEN (carried forward)
     states = {s.labels["state"]: s.value for s in families["tcpchurn_tcp_sockets"].samples}
     assert set(states) == set(sockdiag.STATE_NAMES)
+    assert states["SYN_SENT"] == len(clients) - 3
     assert all(s.labels["side"] == f"netns {ns}" for s in families["tcpchurn_tcp_sockets"].samples)
     assert families["tcpchurn_listen_overflows"].type == "counter"
     assert "tcpchurn_listen_overflows_total" in text

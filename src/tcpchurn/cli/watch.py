@@ -11,7 +11,7 @@ import dataclasses
 import json
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from types import FrameType
 from typing import Any
 
@@ -20,7 +20,7 @@ import click
 from tcpchurn.errors import BadValue
 from tcpchurn.kernel.procfs import Procfs
 from tcpchurn.kernel.sysctl import read_sysctls
-from tcpchurn.kernel.watcher import WatchConfig, carry_forward, watch_samples
+from tcpchurn.kernel.watcher import WatchConfig, is_full, watch_samples, with_carried
 
 
 def _sigterm_as_interrupt(signum: int, frame: FrameType | None) -> None:
@@ -101,27 +101,30 @@ def watch(
         if prom_port is not None:
             update, stop = _start_prometheus(prom_port, procfs.label)
         try:
-            samples = watch_samples(procfs, config)
+            pairs = with_carried(watch_samples(procfs, config))
             if as_json:
-                _emit_json(samples, update)
+                _emit_json(pairs, update)
             else:
-                _live(samples, procfs, update, once)
+                _live(pairs, procfs, update, once)
         finally:
             if stop is not None:
                 stop()
 
 
-def _emit_json(samples: Any, update: Callable[[dict[str, Any]], None] | None) -> None:
+Pairs = Iterable[tuple[dict[str, Any], dict[str, Any]]]
+
+
+def _emit_json(pairs: Pairs, update: Callable[[dict[str, Any]], None] | None) -> None:
     out = sys.stdout
-    for sample in samples:
+    for sample, view in pairs:
         if update is not None:
-            update(sample)
+            update(view)
         out.write(json.dumps(sample, separators=(",", ":")) + "\n")
         out.flush()  # a reader (jq, tail -f, another process) sees every interval
 
 
 def _live(
-    samples: Any,
+    pairs: Pairs,
     procfs: Procfs,
     update: Callable[[dict[str, Any]], None] | None,
     once: bool,
@@ -133,18 +136,16 @@ def _live(
 
     console = Console()
     sysctls: dict[str, Any] = dict(read_sysctls(procfs).to_json())
-    last_full: dict[str, Any] | None = None
     if once:
-        for sample in samples:
+        for _sample, view in pairs:
             if update is not None:
-                update(sample)
-            console.print(render_watch(sample, sysctls))
+                update(view)
+            console.print(render_watch(view, sysctls))
         return
     with Live(console=console, auto_refresh=False, transient=False) as live:
-        for sample in samples:
+        for sample, view in pairs:
             if update is not None:
-                update(sample)
-            if (sample.get("tcp") or {}).get("states_v4") is not None:
-                last_full = sample
+                update(view)
+            if is_full(sample):
                 sysctls = dict(read_sysctls(procfs).to_json())  # limits can change too
-            live.update(render_watch(carry_forward(sample, last_full), sysctls), refresh=True)
+            live.update(render_watch(view, sysctls), refresh=True)

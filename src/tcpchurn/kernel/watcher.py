@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,3 +113,21 @@ def carry_forward(sample: Mapping[str, Any], last_full: Mapping[str, Any] | None
             out["destinations"] = last_full.get("destinations")
         out["states_t"] = last_full.get("t")
     return out
+
+
+def is_full(sample: Mapping[str, Any]) -> bool:
+    """True for a sample with the full per-state dump (``tcp.states_v4`` present)."""
+    return (sample.get("tcp") or {}).get("states_v4") is not None
+
+
+def with_carried(samples: Iterable[Sample]) -> Iterator[tuple[Sample, Sample]]:
+    """``(sample, view)`` pairs: ``view`` is :func:`carry_forward` of the last full one.
+
+    The live view and the Prometheus exporter show ``view`` (a gauge must not vanish on
+    the cheap samples in between); JSON lines write ``sample`` as measured.
+    """
+    last_full: Sample | None = None
+    for sample in samples:
+        if is_full(sample):
+            last_full = sample
+        yield sample, carry_forward(sample, last_full)
