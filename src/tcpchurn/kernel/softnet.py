@@ -1,7 +1,9 @@
 """``/proc/net/softnet_stat``: per-CPU packet processing, summed (netdev_max_backlog drops).
 
 One row per online CPU, 32-bit hex columns (``net/core/net-procfs.c``
-``softnet_seq_show``).  The first three have always been ``processed``, ``dropped``
+``softnet_seq_show``).  The counters are per CPU, not per netns: every namespace shows
+the same values (checked on 6.18), so a drop seen in a child netns may be the host's.
+The first three columns have always been ``processed``, ``dropped``
 (input backlog full: ``netdev_max_backlog``, which also covers loopback, KERNEL.md 1.J)
 and ``time_squeeze``.  Later columns were added over time: 9 columns in old kernels (the
 last one ``cpu_collision``), then ``received_rps`` (index 9), ``flow_limit_count`` (index

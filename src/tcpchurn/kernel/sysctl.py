@@ -172,6 +172,30 @@ SYSCTLS: tuple[SysctlSpec, ...] = (
         "per-CPU input backlog (also loopback); drops in softnet_stat column 2",
     ),
     SysctlSpec(
+        "net.core.rmem_default", "int", "netns-readonly",
+        "default socket receive buffer (bytes) when tcp_rmem does not apply",
+    ),
+    SysctlSpec(
+        "net.core.rmem_max", "int", "netns-readonly",
+        "cap on SO_RCVBUF (bytes)",
+    ),
+    SysctlSpec(
+        "net.core.wmem_default", "int", "netns-readonly",
+        "default socket send buffer (bytes) when tcp_wmem does not apply",
+    ),
+    SysctlSpec(
+        "net.core.wmem_max", "int", "netns-readonly",
+        "cap on SO_SNDBUF (bytes)",
+    ),
+    SysctlSpec(
+        "net.core.message_cost", "int", "global",
+        "net_ratelimit: seconds per message; every net_*_ratelimited log shares it",
+    ),
+    SysctlSpec(
+        "net.core.message_burst", "int", "global",
+        "net_ratelimit burst; kernel log lines are hints, counters are the evidence",
+    ),
+    SysctlSpec(
         "net.ipv6.bindv6only", "int", "netns",
         "0 = a [::] listener also accepts IPv4 (IPv4-mapped sockets appear in tcp6)",
     ),
