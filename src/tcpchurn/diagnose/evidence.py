@@ -118,9 +118,10 @@ def _level(
             continue
         cap = capacities[i0]
         cur = levels[i0]
-        prev = levels[i0 - 1] if i0 > 0 else None
         if cap is not None and cur is not None:
-            onset = crossing_time(run, i0, share * cap, prev, cur)
+            # Full: when the level reached the capacity (or its own plateau just below).
+            target = min(cap, cur) if label == "full" else share * cap
+            onset = crossing_time(run, i0, target, levels)
         else:
             onset = run.start(i0)
         return i0, onset, label

@@ -247,13 +247,31 @@ def impact_severity(run: RunData, first: int) -> str:
     return "warning"
 
 
-def crossing_time(run: RunData, i: int, level: float, prev: float | None, cur: float) -> float:
-    """When a level crossed ``level`` inside interval ``i``, by linear interpolation."""
+def crossing_time(run: RunData, i: int, level: float, levels: Sequence[float | None]) -> float:
+    """When ``levels`` reached ``level`` inside interval ``i``.
+
+    A table fills linearly until it is full and then stays flat, so interpolating between
+    this interval's samples would put the onset at the interval's end; instead the growth
+    rate is taken from the steeper of this and the previous interval (the rate the table
+    was filling at) and projected from the previous level.
+
+    >>> run = RunData([{"t": float(t)} for t in range(1, 4)], {})
+    >>> crossing_time(run, 2, 2384.0, [1000.0, 2000.0, 2384.0])
+    2.384
+    """
     start, end = run.start(i), run.t(i)
-    if prev is None or cur <= prev or prev >= level:
+    prev = levels[i - 1] if i > 0 else None
+    cur = levels[i]
+    if prev is None or cur is None or prev >= level:
         return start
-    frac = min(max((level - prev) / (cur - prev), 0.0), 1.0)
-    return start + frac * (end - start)
+    slopes = [cur - prev]
+    before = levels[i - 2] if i > 1 else None
+    if before is not None:
+        slopes.append((prev - before) * (end - start) / run.length(i - 1))
+    slope = max(slopes)
+    if slope <= 0:
+        return start
+    return min(end, start + (level - prev) / slope * (end - start))
 
 
 def error_onset_time(run: RunData, i: int, count: float) -> float:
@@ -284,10 +302,10 @@ def near_syn_step(ms: float | None, tolerance: float = 0.2) -> float | None:
 
 
 def syn_steps(run: RunData, first: int = 0) -> list[float]:
-    """SYN-retransmit steps that connect p90/p99/max sat on from interval ``first`` on."""
+    """SYN-retransmit steps that connect p50/p90/p99/max sat on from interval ``first`` on."""
     seen: set[float] = set()
     for i in range(first, len(run)):
-        for pct in ("p90", "p99", "max"):
+        for pct in ("p50", "p90", "p99", "max"):
             step = near_syn_step(run.latency(i, "connect", pct))
             if step is not None:
                 seen.add(step)
