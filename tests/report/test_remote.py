@@ -114,7 +114,7 @@ def test_times_and_deltas_between_scrapes() -> None:
     watcher = RemoteWatcher(URL, fetch=exporter.fetch, clock=clock, wall=wall)
     base = next(_samples())
     first = copy.deepcopy(base)
-    first["counters"] = {"Tcp": {"ActiveOpens": 1000, "PassiveOpens": 5},
+    first["counters"] = {"Tcp": {"ActiveOpens": 1000, "PassiveOpens": 5, "CurrEstab": 9},
                          "TcpExt": {"ListenOverflows": 7}}
     first["conntrack"]["stat"]["drop"] = 10
     exporter.kernel.update(first)
@@ -124,7 +124,8 @@ def test_times_and_deltas_between_scrapes() -> None:
         0.5, None, None, None)
     assert s1["conntrack"]["stat_delta"] is None
     second = copy.deepcopy(first)
-    second["counters"] = {"Tcp": {"ActiveOpens": 2500, "PassiveOpens": 3},  # 3 < 5: reset
+    second["counters"] = {"Tcp": {"ActiveOpens": 2500, "PassiveOpens": 3,  # 3 < 5: reset
+                                  "CurrEstab": 4},  # a gauge: never in the deltas
                           "TcpExt": {"ListenOverflows": 7}}
     second["conntrack"]["stat"]["drop"] = 1510
     second["softnet"] = {"processed": base["softnet"]["processed"] + 3000, "dropped": 2,

@@ -25,6 +25,7 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from tcpchurn.errors import BadValue, TargetError
+from tcpchurn.kernel.counters import GAUGES
 
 OPTION = "--watch-remote"
 # Gauges of the exporter (report/prometheus.py) -> where they go in a §1 sample.
@@ -122,6 +123,15 @@ def _delta(now: Mapping[str, Any] | None, before: Mapping[str, Any] | None) -> A
     return out
 
 
+def _counters_delta(now: Mapping[str, Mapping[str, int]],
+                    before: Mapping[str, Mapping[str, int]]) -> dict[str, Any]:
+    """Per-scrape increases of every counter; gauges and constants (CurrEstab, MaxConn,
+    Rto*) have no delta, as in :func:`tcpchurn.kernel.counters.counters_delta`."""
+    d = _delta(now, before) or {}
+    return {group: {k: v for k, v in fields.items() if (group, k) not in GAUGES}
+            for group, fields in d.items()}
+
+
 def rebuild(points: Iterable[Point], side: str | None = None) -> dict[str, Any]:
     """The §1 fields (without t/time/where/interval/deltas) of one scrape, for ``side``."""
     pts = list(points)
@@ -214,7 +224,8 @@ class RemoteWatcher:
         out = {"t": round(mono - self._t0, 6), "time": wall, "where": f"remote {self.url}",
                "interval": None if self._prev_mono is None else mono - self._prev_mono,
                **body,
-               "counters_delta": _delta(body["counters"], prev["counters"]) if prev else None,
+               "counters_delta": _counters_delta(body["counters"], prev["counters"]) if prev
+               else None,
                "softnet_delta": _delta(body["softnet"], prev["softnet"]) if prev else None}
         # keep the order of schema §1 for readers of the JSON
         order = ("t", "time", "where", "interval", "tcp", "sockstat", "conntrack",

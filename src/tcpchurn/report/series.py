@@ -118,9 +118,12 @@ def extract(lines: Iterable[Mapping[str, Any]],
         t = _num(line.get("t"))
         if t is None:
             continue
-        dt = t - prev_t if t > prev_t else None
+        load = line.get("load")
+        # interval_s (schema §2) is exact, also for a shorter last interval; older
+        # timelines without it fall back to the distance between lines.
+        dt = _num(_get(load, "interval_s")) or (t - prev_t if t > prev_t else None)
         prev_t = t
-        _load(s, t, dt, line.get("load"))
+        _load(s, t, dt, load)
         for side in SIDES:
             sample = line.get(side)
             if isinstance(sample, dict):
