@@ -27,6 +27,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
@@ -77,12 +78,12 @@ def main() -> None:
             have = 0
             for want in steps:
                 if want > have:
-                    procfs.call(lambda n=want - have: fill_time_wait(n))  # type: ignore[misc]
+                    procfs.call(partial(fill_time_wait, want - have))
                     have = want
                 tw = KernelSnapshot.take(procfs).sockstat.tw
                 cells = []
                 for kw in variants.values():
-                    ms = best_of(args.repeat, lambda kw=kw: KernelSnapshot.take(procfs, **kw))
+                    ms = best_of(args.repeat, partial(KernelSnapshot.take, procfs, **kw))
                     cells.append(f"{ms:21.3f} ms")
                 print(f"{tw:>10,}  " + "  ".join(cells))
     finally:

@@ -14,6 +14,7 @@ from tcpchurn.kernel.procfs import Procfs
 from tcpchurn.kernel.sysctl import (
     NO_CONNTRACK,
     SYSCTLS,
+    Kind,
     parse_sysctls,
     parse_value,
     read_sysctls,
@@ -63,17 +64,17 @@ def test_unknown_name_is_named() -> None:
         ("str", "8080,9000-9010\n", "8080,9000-9010"),
     ],
 )
-def test_parse_value(kind: str, text: str, expected: object) -> None:
-    assert parse_value(kind, text, "/proc/sys/x") == expected  # type: ignore[arg-type]
+def test_parse_value(kind: Kind, text: str, expected: object) -> None:
+    assert parse_value(kind, text, "/proc/sys/x") == expected
 
 
 @pytest.mark.parametrize(
     ("kind", "text"),
     [("int", "sixty\n"), ("int", "1 2\n"), ("int", "\n"), ("ints", "\n"), ("ints", "1 x\n")],
 )
-def test_parse_value_malformed(kind: str, text: str) -> None:
+def test_parse_value_malformed(kind: Kind, text: str) -> None:
     with pytest.raises(ParseError) as info:
-        parse_value(kind, text, "/proc/sys/net/ipv4/x")  # type: ignore[arg-type]
+        parse_value(kind, text, "/proc/sys/net/ipv4/x")
     assert info.value.path == "/proc/sys/net/ipv4/x" and info.value.lineno == 1
 
 
@@ -107,7 +108,8 @@ def test_fixture_6_18_snapshot_and_json() -> None:
     assert snap.get("ip_local_reserved_ports") == ""
     assert snap.get("tcp_tw_recycle") is None
     as_json = snap.to_json()
-    assert as_json["net.ipv4.tcp_mem"] == list(snap.get("tcp_mem"))  # type: ignore[arg-type]
+    tcp_mem = snap.get("tcp_mem")
+    assert isinstance(tcp_mem, tuple) and as_json["net.ipv4.tcp_mem"] == list(tcp_mem)
     assert list(as_json) == [row.name for row in SYSCTLS]
     assert pickle.loads(pickle.dumps(snap)) == snap
 
