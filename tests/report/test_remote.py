@@ -243,7 +243,9 @@ def test_scrape_an_exporter_in_another_namespace(
             def traffic_seen() -> dict[str, Any] | None:
                 s = in_b.call(watcher.sample)
                 dests = s["destinations"] or [{}]
-                return s if dests[0].get("remote") == remote else None
+                # the exporter samples every 50 ms, maybe while the traffic still ran
+                done = dests[0].get("remote") == remote and dests[0]["sockets"] == TIME_WAITS
+                return s if done else None
 
             last = _poll(traffic_seen)
         assert last["where"] == f"remote http://{ADDR_A}:{PORT}/metrics"
