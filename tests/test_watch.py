@@ -20,12 +20,14 @@ from tcpchurn.kernel.watcher import (
 )
 from tcpchurn.report.watchview import MARKER, closest_to_full, render_watch, watch_rows
 
-RUNS = Path(__file__).parent / "fixtures" / "runs"
+# Recorded §1 samples (copied from tests/fixtures/runs/ so other fixtures may evolve).
+SAMPLES = json.loads((Path(__file__).parent / "fixtures" / "watch" / "samples.json").read_text())
 SYSCTLS = {"net.ipv4.tcp_max_tw_buckets": 131072, "net.ipv4.tcp_max_orphans": 131072}
 
 
-def timeline(name: str) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in (RUNS / name / "timeline.jsonl").read_text().splitlines()]
+def sample_of(name: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(json.dumps(SAMPLES[name]))  # a deep copy
+    return data
 
 
 def render(sample: dict[str, Any], sysctls: dict[str, Any] = SYSCTLS) -> str:
@@ -41,12 +43,10 @@ def line_of(text: str, name: str) -> str:
 
 
 def full_conntrack_sample() -> dict[str, Any]:
-    """The first server sample of the 2009 story where conntrack is at its max."""
-    for line in timeline("seed-2009"):
-        ct = line["server"]["conntrack"]
-        if ct["count"] is not None and ct["count"] >= ct["max"]:
-            return dict(line["server"])
-    raise AssertionError("fixture has no full-conntrack sample")
+    """A server sample of the 2009 story where conntrack is at its max."""
+    sample = sample_of("conntrack_full_server")
+    assert sample["conntrack"]["count"] >= sample["conntrack"]["max"]
+    return sample
 
 
 def test_full_conntrack_row_is_marked_and_its_drops_shown() -> None:
@@ -79,8 +79,8 @@ def test_time_wait_row_shows_families_and_v4mapped_against_tw_buckets() -> None:
 
 
 def test_every_bounded_row_has_limit_and_share() -> None:
-    for line in timeline("healthy"):
-        rows = watch_rows(line["client"], SYSCTLS)
+    for name in SAMPLES:
+        rows = watch_rows(sample_of(name), SYSCTLS)
         bounded = [r for r in rows if r.limit is not None]
         assert {r.name for r in bounded} >= {"TIME_WAIT", "orphans", "fds system"}
         for r in bounded:
@@ -105,7 +105,7 @@ def test_rates_are_per_second_of_the_sample_interval() -> None:
 
 
 def test_first_sample_has_no_rates_and_renders() -> None:
-    first = timeline("healthy")[0]["client"]
+    first = sample_of("healthy_first")
     assert first["interval"] is None
     rows = {r.name: r for r in watch_rows(first, SYSCTLS)}
     assert rows["listen overflows/s"].used is None
@@ -115,13 +115,13 @@ def test_first_sample_has_no_rates_and_renders() -> None:
 
 
 def test_no_conntrack_module_says_so() -> None:
-    sample = timeline("healthy")[0]["client"]
+    sample = sample_of("healthy_later")
     assert sample["conntrack"]["loaded"] is False
     assert "not loaded" in line_of(render(sample), "conntrack")
 
 
 def test_listeners_and_destinations_rows() -> None:
-    sample = timeline("healthy")[0]["client"]
+    sample = sample_of("healthy_later")
     out = render(sample)
     q = sample["listen"][0]
     assert f"{q['queue']}" in line_of(out, f"accept queue {q['local']}")
@@ -233,13 +233,13 @@ def test_config_rejects_bad_values(kwargs: dict[str, Any], option: str) -> None:
 
 
 def test_carry_forward_keeps_current_time_wait_and_last_full_states() -> None:
-    full = timeline("healthy")[2]["client"] | {"t": 3.0}
+    full = sample_of("healthy_later") | {"t": 3.0}
     full["tcp"] = dict(full["tcp"]) | {
         "states_v4": dict(full["tcp"]["states"]),
         "states_v6": dict.fromkeys(full["tcp"]["states"], 0),
         "tw_v4mapped": 0,
     }
-    cheap = timeline("healthy")[4]["client"] | {"t": 5.0, "destinations": None}
+    cheap = sample_of("healthy_later") | {"t": 5.0, "destinations": None}
     cheap["tcp"] = dict(cheap["tcp"]) | {
         "states": dict.fromkeys(full["tcp"]["states"]) | {"TIME_WAIT": 4321},
         "states_v4": None,
