@@ -198,3 +198,32 @@ def test_prometheus_scrape_matches_the_namespace(make_netns: Callable[[], str]) 
         assert [s.value for s in entries.samples] == [int(ct_count)]
     assert all(f.documentation for f in families.values())
     assert all(f.name.startswith("tcpchurn_") for f in families.values())
+
+
+@pytest.mark.root
+def test_pid_watches_that_process_namespace_and_fds(make_netns: Callable[[], str]) -> None:
+    ns = make_netns()
+    sleeper = subprocess.Popen(["ip", "netns", "exec", ns, "sleep", "30"])
+    try:
+        deadline = time.monotonic() + 5
+        # `ip netns exec` execs sleep in the same pid once it has entered the namespace
+        while Path(f"/proc/{sleeper.pid}/comm").read_text().strip() != "sleep":
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        out = tcpchurn("watch", "--pid", str(sleeper.pid), "--once", "--json")
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert out.returncode == 0, out.stderr
+    (sample,) = [json.loads(line) for line in out.stdout.splitlines()]
+    assert sample["where"] == f"pid {sleeper.pid}"
+    proc = sample["fds"]["process"]
+    assert proc["pid"] == sleeper.pid and proc["open"] >= 3
+    assert sample["tcp"]["states"]["LISTEN"] == 0  # a fresh namespace, not ours
+
+
+def test_live_view_refreshes_count_times() -> None:
+    out = tcpchurn("watch", "--count", "2", "--interval", "0.1")
+    assert out.returncode == 0, out.stderr
+    assert "closest to full" in out.stdout
+    assert out.stderr == ""
