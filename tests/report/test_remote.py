@@ -270,3 +270,37 @@ def test_scrape_an_exporter_in_another_namespace(
     finally:
         exporter.terminate()
         exporter.wait(timeout=10)
+
+
+@pytest.mark.root
+def test_scrape_the_real_watch_exporter(make_netns: Callable[[], str]) -> None:
+    # `tcpchurn watch --prometheus` serves on the namespace's own loopback only, so the
+    # scraper runs in that namespace too (a Procfs thread inside it).
+    ns = make_netns()
+    port = 9465
+    watch = subprocess.Popen(
+        ["ip", "netns", "exec", ns, sys.executable, "-m", "tcpchurn", "watch", "--prometheus",
+         str(port), "--interval", "0.1", "--detail-every", "1", "--count", "600", "--json"],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        watcher = RemoteWatcher(f"http://127.0.0.1:{port}", timeout=1.0)
+        with Procfs(netns=ns) as inside:
+            first = _poll(lambda: inside.call(watcher.sample))
+            remote = sh(sys.executable, "-c", TRAFFIC, netns=ns).strip()
+
+            def traffic_seen() -> dict[str, Any] | None:
+                s = inside.call(watcher.sample)
+                dests = s["destinations"] or [{}]
+                done = dests[0].get("remote") == remote and dests[0]["sockets"] == TIME_WAITS
+                return s if done else None
+
+            last = _poll(traffic_seen)
+        assert first["interval"] is None and last["interval"] > 0
+        assert f"127.0.0.1:{port}" in [x["local"] for x in last["listen"]]
+        assert last["sockstat"]["tw"] >= TIME_WAITS  # plus the scrapes' own TIME_WAITs
+        assert last["counters"]["Tcp"]["ActiveOpens"] >= TIME_WAITS
+        assert last["fds"]["system"]["max"] > 0
+    finally:
+        watch.terminate()
+        _, err = watch.communicate(timeout=10)
+    assert "Traceback" not in err
