@@ -14,7 +14,7 @@ worse than "warning") answering the 2009 report's third question (KERNEL.md §3)
 
 Row order is the tie-break when two limits start in the same interval: causes before
 their consequences.  ``docs/limits.md`` is generated from this table
-(``python -m tcpchurn.diagnose.docs > docs/limits.md``) and a test keeps it in sync.
+(``python scripts/gen_limits_md.py``) and a test keeps it in sync.
 """
 
 from __future__ import annotations
