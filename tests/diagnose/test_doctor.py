@@ -97,7 +97,7 @@ def test_human_output_highlights_the_first_table_to_fill(
 )
 def test_bad_input_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str], args: list[str],
                                           needle: str) -> None:
-    code, out, err = doctor(capsys, *args)
+    code, _, err = doctor(capsys, *args)
     assert code == 2
     assert len(err.strip().splitlines()) == 1 and needle in err
     assert "Traceback" not in err
