@@ -227,3 +227,18 @@ def test_live_view_refreshes_count_times() -> None:
     assert out.returncode == 0, out.stderr
     assert "closest to full" in out.stdout
     assert out.stderr == ""
+
+
+def test_json_reader_going_away_ends_the_watch_quietly() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tcpchurn", "watch", "--json", "--interval", "0.05"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    first = json.loads(proc.stdout.readline())
+    assert first["where"] == "host"
+    proc.stdout.close()  # like `tcpchurn watch --json | head -1`
+    assert proc.wait(timeout=10) == 0
+    assert proc.stderr.read() == ""

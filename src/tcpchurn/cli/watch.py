@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import signal
 import sys
 from collections.abc import Callable, Iterable
@@ -119,8 +120,14 @@ def _emit_json(pairs: Pairs, update: Callable[[dict[str, Any]], None] | None) ->
     for sample, view in pairs:
         if update is not None:
             update(view)
-        out.write(json.dumps(sample, separators=(",", ":")) + "\n")
-        out.flush()  # a reader (jq, tail -f, another process) sees every interval
+        try:
+            out.write(json.dumps(sample, separators=(",", ":")) + "\n")
+            out.flush()  # a reader (jq, tail -f, another process) sees every interval
+        except BrokenPipeError:
+            # The reader went away (`| head -3`): that ends the watch, it is no error.
+            # Point stdout at /dev/null so the interpreter's final flush stays quiet.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
+            return
 
 
 def _live(
