@@ -243,8 +243,10 @@ def test_scrape_an_exporter_in_another_namespace(
             def traffic_seen() -> dict[str, Any] | None:
                 s = in_b.call(watcher.sample)
                 dests = s["destinations"] or [{}]
-                # the exporter samples every 50 ms, maybe while the traffic still ran
-                done = dests[0].get("remote") == remote and dests[0]["sockets"] == TIME_WAITS
+                # the exporter samples every 50 ms, maybe while the traffic still ran: wait
+                # for a sample whose sockstat and dump both come after it
+                done = (dests[0].get("remote") == remote and dests[0]["sockets"] == TIME_WAITS
+                        and (s["sockstat"]["tw"] or 0) >= TIME_WAITS)
                 return s if done else None
 
             last = _poll(traffic_seen)
@@ -253,11 +255,12 @@ def test_scrape_an_exporter_in_another_namespace(
         assert last["destinations"][0] == {"remote": remote, "sockets": TIME_WAITS,
                                            "states": None, "port_range": 28232}
         # The exporter closes each scrape first, so every scrape leaves a TIME_WAIT in a
-        # (the 2009 report in miniature): TIME_WAIT = traffic + finished scrapes, where
-        # the scrape being served may be accepted but not yet closed.
-        passive = last["counters"]["Tcp"]["PassiveOpens"] - TIME_WAITS
+        # (the 2009 report in miniature): TIME_WAIT = traffic + finished scrapes, and a
+        # scrape is accepted (PassiveOpens) before it is finished; the dump comes a moment
+        # after the counters, so one more scrape may have finished by then.
+        scrapes = last["counters"]["Tcp"]["PassiveOpens"] - TIME_WAITS
         for tw in (last["sockstat"]["tw"], last["tcp"]["states"]["TIME_WAIT"]):
-            assert passive - 1 <= tw - TIME_WAITS <= passive
+            assert TIME_WAITS <= tw <= TIME_WAITS + scrapes + 1
         # the exporter's own listener, seen from the other side of the veth
         assert f"{ADDR_A}:{PORT}" in [x["local"] for x in last["listen"]]
         # scrapes are passive opens in a; only the traffic made active ones
