@@ -182,3 +182,8 @@ def test_format_address(family: int, raw: bytes, port: int, text: str) -> None:
 def test_missing_fixture_is_file_not_found(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         sockdiag.tcp_states(Procfs.fixture(str(tmp_path)))
+
+
+def test_empty_state_set_counts_nothing(procfs: Procfs) -> None:
+    assert sum(sockdiag.tcp_states(procfs, []).total.values()) == 0
+    assert sockdiag.destinations(procfs, states=["LISTEN"]) == []

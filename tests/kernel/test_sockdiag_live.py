@@ -132,3 +132,10 @@ def test_host_namespace_does_not_see_the_scene(
     with Procfs(netns=make_netns()) as empty:
         assert sockdiag.listeners(empty) == []
         assert sum(sockdiag.tcp_states(empty).total.values()) == 0
+
+
+def test_empty_state_set_sends_no_dump(scene_ns: tuple[str, Procfs, Scene]) -> None:
+    _, procfs, _ = scene_ns
+    assert sum(sockdiag.tcp_states(procfs, []).total.values()) == 0
+    assert sockdiag.destinations(procfs, states=["LISTEN"]) == []
+    assert sockdiag.listeners(procfs)  # the socket still answers afterwards
