@@ -112,8 +112,8 @@ RULES: tuple[Rule, ...] = (
         "with tcp_tw_reuse=1 (2 on loopback)",
         "The client ran out of ephemeral ports at {onset_s:.1f} s: connect() failed with "
         "EADDRNOTAVAIL {errors_total:,.0f} times ({errors_per_s:,.0f}/s). Each connection the "
-        "client closes first keeps its port in TIME_WAIT for 60 s, so one destination "
-        "({destination}) has {port_range:,.0f} ports: full after {fill_s:.1f} s at "
+        "client closes first keeps its port in TIME_WAIT for 60 s, and each destination "
+        "ip:port has {port_range:,.0f} ports per source address: full after {fill_s:.1f} s at "
         "{rate:,.0f}/s, at most {max_rate:,.0f}/s without reuse (tcp_tw_reuse is "
         "{tw_reuse}; peak TIME_WAIT {tw_peak:,.0f}).",
         fx.fix_ephemeral_ports,
@@ -194,6 +194,9 @@ RULES: tuple[Rule, ...] = (
         "arrive late, so half-open requests pile up.",
         fx.fix_syn_queue,
         (WF_MAX_SYN_BACKLOG, WF_SYNCOOKIES_OFF),
+        # A full accept queue drops the final ACKs, so requests stay in the SYN queue and
+        # it fills too (tcp_check_req -> syn_recv_sock fails): the accept queue is the cause.
+        yields_to=("accept_queue",),
     ),
     Rule(
         "orphans", "too many orphaned sockets", ("client", "server"), ev.orphans,

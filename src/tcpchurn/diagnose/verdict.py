@@ -39,6 +39,8 @@ class _Formatter(string.Formatter):
     def format_field(self, value: Any, format_spec: str) -> str:
         if value is None:
             return "n/a"
+        if isinstance(value, float) and not format_spec and value.is_integer():
+            return str(int(value))  # counts arrive as floats from the series helpers
         if isinstance(value, list):
             return "/".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value) or "none"
         try:
