@@ -242,3 +242,14 @@ def test_json_reader_going_away_ends_the_watch_quietly() -> None:
     proc.stdout.close()  # like `tcpchurn watch --json | head -1`
     assert proc.wait(timeout=10) == 0
     assert proc.stderr.read() == ""
+
+
+def test_prometheus_port_in_use_is_a_usage_error() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        out = tcpchurn("watch", "--once", "--prometheus", str(port))
+    assert out.returncode == 2
+    assert out.stderr.splitlines() == [out.stderr.rstrip("\n")]
+    assert f"127.0.0.1:{port}" in out.stderr and "another port" in out.stderr
