@@ -97,6 +97,7 @@ _V4MAPPED_PREFIX = b"\x00" * 10 + b"\xff\xff"
 # netlink_dump caps max_recvmsg_len; measured: 32,448 bytes per datagram on 6.18);
 # a 1 MiB buffer never truncates one.
 RECV_BUFFER = 1 << 20
+DUMP_TIMEOUT = 10.0  # seconds without a datagram before a dump is abandoned
 
 Buffer: TypeAlias = bytes | bytearray | memoryview
 # A decoder fed one received datagram at a time; returns True once it saw NLMSG_DONE.
@@ -278,6 +279,9 @@ class DiagSocket:
             return socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_SOCK_DIAG)
 
         self.sock = procfs.call(_open)
+        # A dump always ends with NLMSG_DONE; the timeout only turns a kernel that stops
+        # answering into an OSError instead of a watch that hangs forever.
+        self.sock.settimeout(DUMP_TIMEOUT)
         self.buf = bytearray(RECV_BUFFER)
         self.view = memoryview(self.buf)
         self.lock = threading.Lock()
