@@ -231,3 +231,18 @@ def test_real_snapshot_by_pid(busy_netns: tuple[str, Procfs]) -> None:
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_conntrack_active_from_stat_deltas_when_count_is_zero() -> None:
+    # every entry expired between samples, but drops happened: this netns tracks
+    clock = FakeClock()
+    a = take(NEW, clock)
+    assert a.conntrack.stat is not None
+    idle = dataclasses.replace(a.conntrack, count=0)
+    before = dataclasses.replace(a, conntrack=idle)
+    columns = {**a.conntrack.stat.columns, "drop": a.conntrack.stat.columns["drop"] + 3}
+    stat = dataclasses.replace(a.conntrack.stat, columns=columns)
+    after = dataclasses.replace(a, conntrack=dataclasses.replace(idle, stat=stat))
+    assert as_json(before)["conntrack"]["active"] is False
+    assert as_json(after, before)["conntrack"]["active"] is True
+    assert as_json(after, before)["conntrack"]["stat_delta"]["drop"] == 3
