@@ -302,7 +302,7 @@ def findings_of(out_dir: str, summary: dict[str, Any] | None) -> list[dict[str, 
     if isinstance(found, list) and found:
         return found
     try:
-        from tcpchurn.diagnose.verdict import diagnose_run  # type: ignore[import-not-found]
+        from tcpchurn.diagnose.verdict import diagnose_run
     except ImportError:
         return []
     timeline = read_timeline(os.path.join(out_dir, "timeline.jsonl"))

@@ -9,8 +9,12 @@
 
 Addresses come from 198.18.0.0/15, reserved for benchmarking (RFC 2544), and a ULA
 /64, so lab traffic can never leave the machine.  Namespaces are created with
-``ip netns add`` (the bind mount under ``/run/netns`` that every tool understands);
-links and addresses with pyroute2's netlink, inside the namespace.  Every creation is
+``ip netns add`` (the bind mount under ``/run/netns`` that every tool understands),
+links and addresses with ``ip -n``.  pyroute2 0.9's ``NetNS`` was tried first and
+dropped: in 2 of 5 runs its helper did not find a namespace created a moment before
+(FileNotFoundError on /var/run/netns/NAME, or an interface lookup that came back
+empty), and a netlink call landing in the wrong namespace is not a risk worth taking
+for a tool that promises to leave the host untouched.  Every creation is
 journaled before it happens; deleting a namespace deletes its veth end and the peer.
 """
 
@@ -23,8 +27,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pyroute2 import NetNS
-
 from tcpchurn.errors import UsageError
 from tcpchurn.kernel.procfs import Procfs
 from tcpchurn.lab.journal import Journal
@@ -34,7 +36,6 @@ SERVER_V4 = "198.18.0.2"
 CLIENT_V6 = "fd00:198:18::1"
 SERVER_V6 = "fd00:198:18::2"
 EXTRA_CLIENT_BASE = 11  # 198.18.0.11, .12, ... for scenarios that want several sources
-IFA_F_NODAD = 0x02  # include/uapi/linux/if_addr.h: no duplicate address detection
 
 
 def new_lab_id() -> str:
@@ -78,30 +79,27 @@ def create_netns(journal: Journal, name: str) -> None:
     subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True, capture_output=True)
 
 
-def _configure(ns: NetNS, ifname: str, v4: list[str], v6: str) -> None:
-    idx = ns.link_lookup(ifname=ifname)[0]
+def _ip(netns: str, *args: str) -> None:
+    subprocess.run(["ip", "-n", netns, *args], check=True, capture_output=True, text=True)
+
+
+def _configure(netns: str, ifname: str, v4: list[str], v6: str) -> None:
     for addr in v4:
-        ns.addr("add", index=idx, address=addr, prefixlen=24)
+        _ip(netns, "addr", "add", f"{addr}/24", "dev", ifname)
     # nodad: duplicate address detection would keep the address "tentative" (unusable)
     # for about a second after it is added (RFC 4862 section 5.4).
-    ns.addr("add", index=idx, address=v6, prefixlen=64, flags=IFA_F_NODAD)
-    ns.link("set", index=idx, state="up")
+    _ip(netns, "addr", "add", f"{v6}/64", "dev", ifname, "nodad")
+    _ip(netns, "link", "set", ifname, "up")
 
 
 def build(journal: Journal, topo: Topology) -> None:
     """Create both namespaces, the veth pair and the addresses of ``topo``."""
     create_netns(journal, topo.client_ns)
     create_netns(journal, topo.server_ns)
-    with NetNS(topo.client_ns) as cns:
-        cns.link(
-            "add",
-            ifname=topo.client_if,
-            kind="veth",
-            peer={"ifname": topo.server_if, "net_ns_fd": topo.server_ns},
-        )
-        _configure(cns, topo.client_if, list(topo.client_addrs), CLIENT_V6)
-    with NetNS(topo.server_ns) as sns:
-        _configure(sns, topo.server_if, [SERVER_V4], SERVER_V6)
+    _ip(topo.client_ns, "link", "add", topo.client_if, "type", "veth",
+        "peer", "name", topo.server_if, "netns", topo.server_ns)
+    _configure(topo.client_ns, topo.client_if, list(topo.client_addrs), CLIENT_V6)
+    _configure(topo.server_ns, topo.server_if, [SERVER_V4], SERVER_V6)
 
 
 def wait_connectable(
