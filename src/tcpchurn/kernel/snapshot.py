@@ -212,17 +212,22 @@ class _Inside(Procfs):
     """The view of a namespace from inside its own thread: reads without a hop.
 
     Paths are the outer Procfs's (``/proc/thread-self/net/...``, right in that thread);
-    :meth:`call` runs directly, since the caller already is in the namespace.
+    :meth:`call` runs directly, since the caller already is in the namespace.  The
+    outer Procfs is held weakly: this object is the value of a WeakKeyDictionary keyed
+    on it, and a strong reference would keep both (and the netns thread) alive forever.
     """
 
     def __init__(self, outer: Procfs) -> None:
         super().__init__(root=outer.root)
         self.netns, self.pid = outer.netns, outer.pid
-        self._outer = outer
+        self._outer = weakref.ref(outer)
 
     def path(self, rel: str) -> str:
         """The outer Procfs's path for ``rel``."""
-        return self._outer.path(rel)
+        outer = self._outer()
+        if outer is None:
+            raise RuntimeError(f"{self.label}: the Procfs of this sample was closed")
+        return outer.path(rel)
 
 
 _insides: weakref.WeakKeyDictionary[Procfs, _Inside | None] = weakref.WeakKeyDictionary()
