@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
-from rich.console import Group, RenderableType
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.table import Table
 from rich.text import Text
 
@@ -81,6 +81,17 @@ def _fmt(v: float | None) -> str:
     return f"{v:,.0f}" if float(v).is_integer() or abs(v) >= 100 else f"{v:,.1f}"
 
 
+def _syn_queue_limit(sample: Mapping[str, Any]) -> int | None:
+    """Sum of the listeners' backlogs: each SYN queue is bounded by its listener's
+    backlog, not by tcp_max_syn_backlog while syncookies are on (KERNEL.md §F;
+    net/ipv4/tcp_input.c tcp_conn_request, inet_csk_reqsk_queue_is_full)."""
+    backlogs = [
+        _int(q.get("backlog")) for q in sample.get("listen") or [] if isinstance(q, Mapping)
+    ]
+    known = [b for b in backlogs if b is not None]
+    return sum(known) if known else None
+
+
 def _state_rows(sample: Mapping[str, Any], sysctls: Mapping[str, Any]) -> list[Row]:
     states = _get(sample, "tcp", "states") or {}
     tw = _int(states.get("TIME_WAIT"))
@@ -98,11 +109,12 @@ def _state_rows(sample: Mapping[str, Any], sysctls: Mapping[str, Any]) -> list[R
     syn = [_int(states.get(s)) for s in ("SYN_RECV", "NEW_SYN_RECV")]
     return [
         Row("TIME_WAIT", tw, _int(sysctls.get("net.ipv4.tcp_max_tw_buckets")), tw_detail),
-        Row("ESTABLISHED", _int(states.get("ESTABLISHED"))),
+        Row("ESTABLISHED", _int(states.get("ESTABLISHED")), detail="no table limit"),
         Row(
             "SYN_RECV",
             None if syn[0] is None else sum(s or 0 for s in syn),
-            detail="per listener: backlog",
+            _syn_queue_limit(sample),
+            "SYN queues: each listener's backlog (syncookies beyond)",
         ),
         Row(
             "FIN_WAIT1/2",
@@ -240,10 +252,7 @@ def _share_text(row: Row) -> Text:
     return Text(f"{share:.1%}", style=style)
 
 
-def render_watch(sample: Mapping[str, Any], sysctls: Mapping[str, Any]) -> RenderableType:
-    """The whole view for one sample: a title line and the table of rows."""
-    rows = watch_rows(sample, sysctls)
-    top = closest_to_full(rows)
+def _title(sample: Mapping[str, Any]) -> Text:
     t = sample.get("t")
     interval = sample.get("interval")
     title = Text.assemble(
@@ -256,32 +265,62 @@ def render_watch(sample: Mapping[str, Any], sysctls: Mapping[str, Any]) -> Rende
     states_t = sample.get("states_t")  # set by watcher.carry_forward
     if isinstance(states_t, int | float) and isinstance(t, int | float) and states_t != t:
         title.append(f"  (states from t={states_t:.1f}s)", style="dim")
-    table = Table(show_edge=False, pad_edge=False, expand=False)
-    table.add_column("", width=1, no_wrap=True)
-    table.add_column("table", no_wrap=True)
-    table.add_column("used", justify="right", no_wrap=True)
-    table.add_column("limit", justify="right", no_wrap=True)
-    table.add_column("share", justify="right", no_wrap=True)
-    table.add_column("detail", no_wrap=True, overflow="ellipsis")
-    for row in rows:
-        is_top = row is top
-        style = ""
-        if is_top:
-            style = "bold red" if row.alarming else "bold yellow"
-        elif row.alarming:
-            style = "red"
-        table.add_row(
-            Text(MARKER if is_top else "", style=style),
-            Text(row.name, style=style),
-            Text(_fmt(row.used), style="red bold" if row.rate and row.used else ""),
-            "" if row.rate else _fmt(row.limit),
-            _share_text(row),
-            Text(row.detail, style="dim"),
-        )
+    return title
+
+
+class WatchTable:
+    """The rows as a table sized to the terminal: only the detail column is cut short
+    on a narrow one (rich would otherwise squeeze the numbers too)."""
+
+    def __init__(self, rows: list[Row]) -> None:
+        self.rows = rows
+        self.top = closest_to_full(rows)
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        rows = self.rows
+        cells = [
+            [r.name for r in rows],
+            [_fmt(r.used) for r in rows],
+            ["" if r.rate else _fmt(r.limit) for r in rows],
+            [str(_share_text(r)) for r in rows],
+        ]
+        headers = ("table", "used", "limit", "share")
+        widths = [max([len(h), *map(len, c)]) for h, c in zip(headers, cells, strict=True)]
+        # marker column 1, then each column + 1 space of padding each side + 1 separator
+        fixed = 1 + sum(w + 3 for w in widths) + 2
+        detail_width = max(8, options.max_width - fixed - 1)
+        table = Table(show_edge=False, pad_edge=False, expand=False)
+        table.add_column("", width=1, no_wrap=True)
+        for header, width in zip(headers, widths, strict=True):
+            justify: Literal["left", "right"] = "left" if header == "table" else "right"
+            table.add_column(header, justify=justify, no_wrap=True, width=width)
+        table.add_column("detail", no_wrap=True, overflow="ellipsis", max_width=detail_width)
+        for row in rows:
+            is_top = row is self.top
+            style = ""
+            if is_top:
+                style = "bold red" if row.alarming else "bold yellow"
+            elif row.alarming:
+                style = "red"
+            table.add_row(
+                Text(MARKER if is_top else "", style=style),
+                Text(row.name, style=style),
+                Text(_fmt(row.used), style="red bold" if row.rate and row.used else ""),
+                "" if row.rate else _fmt(row.limit),
+                _share_text(row),
+                Text(row.detail, style="dim"),
+            )
+        yield table
+
+
+def render_watch(sample: Mapping[str, Any], sysctls: Mapping[str, Any]) -> RenderableType:
+    """The whole view for one sample: a title line, the table of rows, the verdict."""
+    rows = watch_rows(sample, sysctls)
+    top = closest_to_full(rows)
     footer = Text("")
     if top is not None:
         footer = Text.assemble(
             (f"{MARKER} closest to full: ", "bold"),
             (f"{top.name} at {top.share:.1%} of {_fmt(top.limit)}", "bold"),
         )
-    return Group(title, table, footer)
+    return Group(_title(sample), WatchTable(rows), footer)
