@@ -30,8 +30,8 @@ def sample_of(name: str) -> dict[str, Any]:
     return data
 
 
-def render(sample: dict[str, Any], sysctls: dict[str, Any] = SYSCTLS) -> str:
-    console = Console(file=io.StringIO(), width=100, color_system=None)
+def render(sample: dict[str, Any], sysctls: dict[str, Any] = SYSCTLS, width: int = 100) -> str:
+    console = Console(file=io.StringIO(), width=width, color_system=None)
     console.print(render_watch(sample, sysctls))
     out = console.file.getvalue()  # type: ignore[attr-defined]
     assert isinstance(out, str)
@@ -271,3 +271,14 @@ def test_with_carried_pairs_raw_samples_with_the_view() -> None:
     assert [raw for raw, _ in pairs] == [full, cheap]
     assert pairs[1][1]["tcp"]["states"] == {"ESTABLISHED": 5, "TIME_WAIT": 9}
     assert pairs[1][1]["states_t"] == 0.0
+
+
+@pytest.mark.parametrize("width", [72, 80, 100, 160])
+def test_numbers_are_never_cut_only_the_detail(width: int) -> None:
+    sample = full_conntrack_sample()
+    out = render(sample, width=width)
+    assert max(map(len, out.splitlines())) <= width
+    row = line_of(out, "conntrack")
+    ct = sample["conntrack"]
+    assert f"{ct['count']:,}" in row and f"{ct['max']:,}" in row and "100.0%" in row
+    assert "…" not in "".join(line.split("│")[3] for line in out.splitlines() if "│" in line)
