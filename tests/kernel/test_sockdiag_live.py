@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import uuid
 from collections.abc import Callable, Iterator
 
@@ -139,3 +140,32 @@ def test_empty_state_set_sends_no_dump(scene_ns: tuple[str, Procfs, Scene]) -> N
     assert sum(sockdiag.tcp_states(procfs, []).total.values()) == 0
     assert sockdiag.destinations(procfs, states=["LISTEN"]) == []
     assert sockdiag.listeners(procfs)  # the socket still answers afterwards
+
+
+def test_request_sockets_count_as_syn_recv_like_ss(make_netns: Callable[[], str]) -> None:
+    """A dropped final ACK leaves a request socket (TCP_NEW_SYN_RECV) on the server;
+    inet_diag reports it as SYN_RECV (inet_req_diag_fill), and so does ss."""
+    ns = make_netns()
+    with Procfs(netns=ns) as procfs:
+        lst = procfs.call(lambda: socket.socket())
+        clients = [procfs.call(lambda: socket.socket()) for _ in range(5)]
+        try:
+            lst.bind(("127.0.0.1", 0))
+            lst.listen(16)
+            port = lst.getsockname()[1]
+            sh("nft", "add table inet t", netns=ns)
+            sh("nft", "add chain inet t o { type filter hook output priority 0 ; }", netns=ns)
+            sh("nft", f"add rule inet t o tcp dport {port} tcp flags == ack drop", netns=ns)
+            for c in clients:
+                c.setblocking(False)
+                c.connect_ex(("127.0.0.1", port))
+            before = ss_states(ns)
+            ours = sockdiag.tcp_states(procfs)
+            assert ss_states(ns) == before
+        finally:
+            for s in [lst, *clients]:
+                s.close()
+    assert before["SYN_RECV"] == len(clients)
+    assert ours.total["SYN_RECV"] == len(clients)
+    assert ours.total["NEW_SYN_RECV"] == 0
+    assert ours.total["ESTABLISHED"] == before["ESTABLISHED"] == len(clients)
