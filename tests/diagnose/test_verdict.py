@@ -285,3 +285,24 @@ def test_recorded_healthy_run_has_no_finding() -> None:
     verdict = diagnose_run(timeline, summary)
     assert verdict.findings == []
     assert verdict.headroom
+
+
+def test_accept_queue_seen_full_without_counters_is_still_the_accept_queue() -> None:
+    # A remote server watched through an exporter without TcpExt: the LISTEN queue at
+    # backlog+1 in consecutive samples is the evidence.
+    def full(t: int, row: Row) -> None:
+        if t >= 4:
+            row["server"]["listen"][0].update(queue=512, backlog=511)
+
+    timeline, summary = make_run(8, full)
+    first = diagnose_run(timeline, summary).findings[0]
+    assert (first.limit, first.onset_s, first.evidence["queue_peak"]) == ("accept_queue", 3.0,
+                                                                         512)
+
+
+def test_a_queue_at_its_backlog_is_not_full() -> None:
+    def busy(t: int, row: Row) -> None:
+        row["server"]["listen"][0].update(queue=511, backlog=511)
+
+    timeline, summary = make_run(8, busy)
+    assert diagnose_run(timeline, summary).findings == []

@@ -306,10 +306,28 @@ def _listen_peak(run: RunData, side: str) -> tuple[str | None, float | None, flo
     return best
 
 
+def _listen_full(run: RunData, side: str) -> list[bool]:
+    """Per interval: a listener's queue at backlog+1, full (``sk_acceptq_is_full`` tests
+    ``ack_backlog > max_ack_backlog``, so the queue holds one more than the backlog)."""
+    hits = []
+    for i in range(len(run)):
+        sample = run.sample(i, side)
+        listeners = sample.get("listen") if sample else None
+        full = False
+        for lst in listeners if isinstance(listeners, Sequence) else []:
+            q, b = (lst.get("queue"), lst.get("backlog")) if isinstance(lst, Mapping) else (0, 0)
+            if isinstance(q, (int, float)) and isinstance(b, (int, float)) and q > b:
+                full = True
+        hits.append(full)
+    return hits
+
+
 def accept_queue(run: RunData, side: str) -> Evidence | None:
-    """``ListenOverflows``: the application accepts slower than connections arrive (§1 E)."""
+    """``ListenOverflows``, or a LISTEN queue sampled full: the application accepts slower
+    than connections arrive (§1 E)."""
     overflows = _deltas(run, side, "TcpExt", "ListenOverflows")
-    i0 = sustained_onset(_counter_hits(run, overflows))
+    counted = _counter_hits(run, overflows)
+    i0 = sustained_onset([c or f for c, f in zip(counted, _listen_full(run, side), strict=True)])
     if i0 is None:
         return None
     drops = _deltas(run, side, "TcpExt", "ListenDrops")
