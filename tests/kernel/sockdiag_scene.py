@@ -150,3 +150,40 @@ def ss_listeners(netns: str) -> set[tuple[str, int, int]]:
             local = "[::]:" + local[2:]
         out.add((local, int(recvq), int(sendq)))
     return out
+
+
+def many_time_wait(procfs: Procfs, listen_on: tuple[str, int], connect_to: str, n: int) -> None:
+    """``n`` server-side TIME_WAIT sockets in ``procfs``'s namespace, built in batches.
+
+    ``listen_on`` is ``("::", 0)`` for a dual-stack listener (IPv4 clients then leave
+    v4-mapped TIME_WAIT in tcp6) or an IPv4 address.  Runs inside the namespace thread.
+    """
+
+    def build() -> None:
+        family = socket.AF_INET6 if ":" in listen_on[0] else socket.AF_INET
+        lst = socket.socket(family, socket.SOCK_STREAM)
+        if family == socket.AF_INET6:
+            lst.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        lst.bind(listen_on)
+        lst.listen(512)
+        port = lst.getsockname()[1]
+        cfam = socket.AF_INET6 if ":" in connect_to else socket.AF_INET
+        try:
+            done = 0
+            while done < n:
+                batch = min(256, n - done)
+                clients = []
+                for _ in range(batch):
+                    c = socket.socket(cfam, socket.SOCK_STREAM)
+                    c.setblocking(False)
+                    c.connect_ex((connect_to, port))
+                    clients.append(c)
+                for _ in range(batch):
+                    lst.accept()[0].close()  # the server closes first
+                for c in clients:
+                    c.close()
+                done += batch
+        finally:
+            lst.close()
+
+    procfs.call(build)

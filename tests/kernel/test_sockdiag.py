@@ -187,3 +187,37 @@ def test_missing_fixture_is_file_not_found(tmp_path: Path) -> None:
 def test_empty_state_set_counts_nothing(procfs: Procfs) -> None:
     assert sum(sockdiag.tcp_states(procfs, []).total.values()) == 0
     assert sockdiag.destinations(procfs, states=["LISTEN"]) == []
+
+
+def one_by_one(parts: list[bytes]) -> sockdiag.StateCounts:
+    """Counts through the per-message decoder (a single message is never 'uniform')."""
+    acc = sockdiag.StateCounts()
+    for part in parts:
+        sockdiag.count_states(part, acc)
+    return acc
+
+
+@pytest.mark.parametrize("name", ["inet_diag_v4.bin", "inet_diag_v6.bin"])
+def test_uniform_fast_path_counts_like_the_message_loop(name: str) -> None:
+    parts = messages((NETLINK / name).read_bytes())
+    by_length: dict[int, list[bytes]] = {}
+    for part in parts[:-1]:  # the last one is NLMSG_DONE
+        by_length.setdefault(len(part), []).append(part)
+    uniform_runs = [run for run in by_length.values() if len(run) >= 2]
+    assert uniform_runs  # TIME_WAIT replies (96 bytes) and full sockets share lengths
+    for run in uniform_runs:
+        fast = sockdiag.StateCounts()
+        assert sockdiag.count_uniform(b"".join(run), fast)
+        assert fast == one_by_one(run)
+    if name.endswith("v6.bin"):  # both v4-mapped and native IPv6 TIME_WAIT were in a run
+        tw = [p for p in parts if len(p) > 18 and p[17] == 6]
+        fast = sockdiag.StateCounts()
+        assert sockdiag.count_uniform(b"".join(tw), fast)
+        assert 0 < fast.tw_v4mapped < fast.by_family[6][6] == len(tw)
+
+
+def test_mixed_chunk_is_left_to_the_message_loop() -> None:
+    data = (NETLINK / "inet_diag_v4.bin").read_bytes()
+    acc = sockdiag.StateCounts()
+    assert not sockdiag.count_uniform(data, acc)  # mixed lengths and NLMSG_DONE
+    assert acc == sockdiag.StateCounts()

@@ -14,6 +14,7 @@ from tests.conftest import sh
 from tests.kernel.sockdiag_scene import (
     Scene,
     build_scene,
+    many_time_wait,
     ss_lines,
     ss_listeners,
     ss_states,
@@ -169,3 +170,20 @@ def test_request_sockets_count_as_syn_recv_like_ss(make_netns: Callable[[], str]
     assert ours.total["SYN_RECV"] == len(clients)
     assert ours.total["NEW_SYN_RECV"] == 0
     assert ours.total["ESTABLISHED"] == before["ESTABLISHED"] == len(clients)
+
+
+def test_thousands_of_time_wait_over_many_datagrams(make_netns: Callable[[], str]) -> None:
+    """Enough TIME_WAIT for many full 32 KiB datagrams (the uniform fast path), both
+    families, v4-mapped and native IPv6, counted like ss counts them."""
+    ns = make_netns()
+    with Procfs(netns=ns) as procfs:
+        many_time_wait(procfs, ("127.0.0.5", 0), "127.0.0.5", 1500)
+        many_time_wait(procfs, ("::", 0), "127.0.0.6", 1200)  # v4-mapped in tcp6
+        many_time_wait(procfs, ("::", 0), "::1", 700)
+        before = (ss_states(ns, "-4"), ss_states(ns, "-6"))
+        ours = sockdiag.tcp_states(procfs, ["TIME_WAIT"])
+        mapped = [f for f in ss_lines(ns, "-6", "state", "time-wait") if "::ffff:" in f[2]]
+        assert (ss_states(ns, "-4"), ss_states(ns, "-6")) == before
+    assert ours.by_family[4]["TIME_WAIT"] == before[0]["TIME_WAIT"] == 1500
+    assert ours.by_family[6]["TIME_WAIT"] == before[1]["TIME_WAIT"] == 1900
+    assert ours.tw_v4mapped == len(mapped) == 1200

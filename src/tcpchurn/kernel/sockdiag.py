@@ -34,6 +34,7 @@ import heapq
 import os
 import socket
 import struct
+import sys
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator
@@ -162,9 +163,13 @@ class StateCounts:
 def count_states(data: Buffer, acc: StateCounts) -> bool:
     """Count the sockets of one reply chunk into ``acc``; True once NLMSG_DONE was seen.
 
-    This is the hot loop of a full dump (100k TIME_WAIT sockets): one ``unpack_from`` per
-    message, the v4-mapped check only for IPv6 TIME_WAIT.
+    This is the hot loop of a full dump (100k TIME_WAIT sockets).  A datagram whose
+    messages all have the same length (every TIME_WAIT reply is 96 bytes, 338 of them
+    fill a 32 KiB datagram) is counted by :func:`count_uniform` with byte slices;
+    anything else by one ``unpack_from`` per message.
     """
+    if count_uniform(data, acc):
+        return False
     buf = memoryview(data)
     end = len(buf)
     off = 0
@@ -191,6 +196,53 @@ def count_states(data: Buffer, acc: StateCounts) -> bool:
             raise OSError(errno.EPROTO, f"sock_diag: bad netlink message length {length}")
         off += (length + 3) & ~3  # NLMSG_ALIGN
     return False
+
+
+# _BYTE_IS[v]: a bytes.translate() table mapping byte v to 1 and every other byte to 0.
+_BYTE_IS: tuple[bytes, ...] = tuple(bytes(int(i == v) for i in range(256)) for v in range(256))
+
+
+def _where(column: bytes, value: int) -> int:
+    """A bit set (one bit per message, as an int) of the bytes of ``column`` == ``value``."""
+    return int.from_bytes(column.translate(_BYTE_IS[value]), "little")
+
+
+def count_uniform(data: Buffer, acc: StateCounts) -> bool:
+    """Count a chunk of equal-length socket messages with C-speed byte slices.
+
+    ``chunk[17::L]`` is the ``idiag_state`` of every message of length ``L``; the
+    v4-mapped test becomes 12 byte columns of ``idiag_src`` ANDed as bit sets.  Returns
+    False, counting nothing, when the chunk is not uniform (the caller then decodes it
+    message by message), e.g. the last datagram, which carries NLMSG_DONE.
+    """
+    if len(data) < 2 * _MSG_MIN:
+        return False
+    chunk = bytes(data)
+    length = int.from_bytes(chunk[:4], sys.byteorder)
+    if length < _MSG_MIN or length % 4 or len(chunk) % length:
+        return False
+    n = len(chunk) // length
+    # nlmsg_len and nlmsg_type must repeat in every message, and so must the family.
+    for k in (*range(6), 16):
+        if chunk[k::length] != chunk[k : k + 1] * n:
+            return False
+    if int.from_bytes(chunk[4:6], sys.byteorder) != SOCK_DIAG_BY_FAMILY:
+        return False
+    label = _FAMILY_LABEL.get(chunk[16])
+    if label is None:
+        return False
+    states = chunk[17::length]
+    counts = acc.by_family[label]
+    for state in set(states):
+        counts[state & 15] += states.count(state)
+    if label == 6:
+        mapped = _where(states, STATE_NUMBERS["TIME_WAIT"])
+        for k, expected in enumerate(_V4MAPPED_PREFIX):  # idiag_src starts at byte 24
+            if not mapped:
+                break
+            mapped &= _where(chunk[24 + k :: length], expected)
+        acc.tw_v4mapped += mapped.bit_count()
+    return True
 
 
 def _nlhdr(buf: memoryview, off: int) -> tuple[int, int]:
