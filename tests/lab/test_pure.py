@@ -6,9 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from tcpchurn.diagnose.fixes import Fix, FixContext, fix_for
+from tcpchurn.diagnose.sysctls import Sysctls
 from tcpchurn.errors import BadValue, ParseError
 from tcpchurn.lab.faults import sysctl_rel
-from tcpchurn.lab.fixes import fix_lines_to_settings, fix_settings
+from tcpchurn.lab.fixes import PassContext, fix_settings, settings_from_fix
 from tcpchurn.lab.runner import LabOptions, effective, load_argv, merge, with_rlimit
 from tcpchurn.lab.sampler import Sample, count_tcp_lines, load_start, stall_time
 from tcpchurn.lab.scenarios import SCENARIOS, Load, Settings, by_name
@@ -108,34 +110,30 @@ def test_scenarios_are_complete_and_name_known_limits() -> None:
         by_name("seed-2010")
 
 
-def test_fix_lines_go_to_the_side_and_globals_to_the_host() -> None:
-    lines = [
-        "sysctl -w net.netfilter.nf_conntrack_max=262144",
-        "sysctl -w net.ipv4.ip_local_port_range='32768 60999'",
-        "table inet raw { chain pre { type filter hook prerouting priority raw; "
-        "tcp dport 80 notrack } }",
-        "make the application accept faster",
-    ]
-    s = fix_lines_to_settings(lines, "client")
+def test_diagnosis_fix_parts_go_to_the_side_and_host_only_sysctls_to_the_host() -> None:
+    fix = fix_for("conntrack_full", FixContext(rate=1000, port=80, side="server",
+                                               sysctls=Sysctls({"nf_conntrack_max": 4096})))
+    s = settings_from_fix(fix, "server")
     assert s is not None
-    assert s.host_sysctls == {"net.netfilter.nf_conntrack_max": "262144"}
-    assert s.sysctls == {"client": {"net.ipv4.ip_local_port_range": "32768 60999"}}
-    assert s.nft == {"client": ("notrack",)}
-    assert fix_lines_to_settings(["raise the backlog"], "server") is None
-    assert fix_lines_to_settings(["ulimit -n 4096"], "client") == Settings(
-        load={"rlimit_nofile": 4096})
+    assert s.host_sysctls["net.netfilter.nf_conntrack_max"] == "262144"
+    assert "notrack" in s.nft_text["server"] and s.sysctls == {}
+    accept = settings_from_fix(fix_for("accept_queue", FixContext(rate=400, port=80)), "server")
+    assert accept is not None and accept.server == {"backlog": 4096}
+    fd = settings_from_fix(fix_for("fd_process", FixContext(side="client")), "client")
+    assert fd is not None and fd.load == {"rlimit_nofile": None}
+    assert settings_from_fix(Fix("server_slow", "add workers"), "server") is None
 
 
-def test_fix_falls_back_to_the_scenario_when_the_finding_has_nothing_applicable() -> None:
-    scenario = by_name("accept-queue")
-    fix, source = fix_settings(scenario, [{"limit": "accept_queue", "side": "server",
-                                           "fix": ["listen(fd, 4096)"]}])
+def test_fix_falls_back_to_the_scenario_when_the_diagnosis_has_nothing_applicable() -> None:
+    ctx = PassContext(rate=400, close="server", source_ips=1, sysctls={})
+    scenario = by_name("tw-buckets")
+    fix, source, _ = fix_settings(scenario, [{"limit": "server_slow", "side": "server"}], ctx)
     assert fix == scenario.fix and "scenario" in source
-    fix, source = fix_settings(scenario, [{"limit": "accept_queue", "side": "server",
-                                           "fix": ["sysctl -w net.core.somaxconn=8192"]}])
-    assert fix is not None and fix.sysctls == {"server": {"net.core.somaxconn": "8192"}}
-    assert "diagnosis" in source
-    assert fix_settings(by_name("healthy"), []) == (None, "nothing")
+    fix, source, lines = fix_settings(scenario, [{"limit": "tw_buckets", "side": "server"}],
+                                      ctx)
+    assert fix is not None and fix.sysctls == {"server": {"net.ipv4.tcp_max_tw_buckets": "32768"}}
+    assert "diagnosis" in source and any("tcp_max_tw_buckets" in x for x in lines)
+    assert fix_settings(by_name("healthy"), [], ctx) == (None, "nothing", [])
 
 
 def test_merge_puts_the_fix_over_the_scenario() -> None:

@@ -52,7 +52,7 @@ def test_server_answers_v4_and_v6_and_the_host_is_restored(
                 tcp6 = srv.read("net/tcp6")
                 tcp = srv.read("net/tcp")
             assert count_tcp_lines(tcp) == (0, 0)
-            entries, mapped = count_tcp_lines(tcp6)
+            _entries, mapped = count_tcp_lines(tcp6)
             assert mapped >= 1  # our IPv4 GET (the readiness probe closed first itself)
             assert read_proc(topo.server_ns, "sys/net/ipv6/bindv6only") == "0"
         finally:
@@ -70,5 +70,5 @@ def test_readiness_names_the_address_when_nothing_listens(host_unchanged: HostSt
     with journaled(lambda _: None) as journal:
         topo = Topology.plan(new_lab_id())
         build(journal, topo)
-        with pytest.raises(UsageError, match="198.18.0.2:80"):
+        with pytest.raises(UsageError, match=r"198\.18\.0\.2:80"):
             wait_connectable(topo.client_ns, topo.server_v4, 80, timeout=0.5)

@@ -11,6 +11,7 @@ else is set inside the lab's namespaces, which start from kernel defaults.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import tempfile
 
@@ -64,7 +65,26 @@ def load_nft(journal: Journal, netns: str | None, family: str, table: str, body:
     file atomically: either the whole table exists afterwards or none of it.
     """
     journal.record("nft_table", netns=netns, family=family, name=table)
-    text = f"table {family} {table} {{\n{body}\n}}\n"
+    _nft_file(netns, f"table {family} {table} {{\n{body}\n}}\n")
+
+
+_TABLE = re.compile(r"^\s*table\s+(\w+)\s+(\w+)", re.M)
+
+
+def load_nft_text(journal: Journal, netns: str | None, text: str) -> None:
+    """Load a whole ruleset (e.g. the diagnosis' notrack fix) with ``nft -f``.
+
+    Every ``table FAMILY NAME`` in it is journaled first, so the restore deletes them.
+    """
+    tables = _TABLE.findall(text)
+    if not tables:
+        raise TcpchurnError(f"no `table FAMILY NAME` in the nft ruleset:\n{text}")
+    for family, name in tables:
+        journal.record("nft_table", netns=netns, family=family, name=name)
+    _nft_file(netns, text)
+
+
+def _nft_file(netns: str | None, text: str) -> None:
     with tempfile.NamedTemporaryFile("w", suffix=".nft", prefix="tcpchurn-") as f:
         f.write(text)
         f.flush()

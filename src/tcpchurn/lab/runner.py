@@ -24,7 +24,9 @@ from typing import Any
 
 from tcpchurn.errors import NotPermitted, TargetError, TcpchurnError
 from tcpchurn.kernel.procfs import Procfs
+from tcpchurn.kernel.sysctl import read_sysctls
 from tcpchurn.lab import faults
+from tcpchurn.lab.fixes import PassContext, fix_settings
 from tcpchurn.lab.journal import (
     Journal,
     LabLock,
@@ -72,6 +74,10 @@ class PassResult:
     stall_s: float | None = None
     tuples: TupleStats | None = None
     load_exit: int | None = None
+    sysctls: dict[str, Any] = field(default_factory=dict)  # side -> SysctlSnapshot
+    addrs: int = 1
+    rate: float = 0.0
+    close: str = "server"
 
     @property
     def first(self) -> str | None:
@@ -107,7 +113,8 @@ class LabResult:
     scenario: Scenario
     before: PassResult
     after: PassResult | None = None
-    restored: list[str] = field(default_factory=list)
+    fix_source: str | None = None
+    fix_lines: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -125,6 +132,7 @@ class LabResult:
             "expected": self.scenario.expected,
             "ok": self.ok,
             "before": self.before.to_json(),
+            "fix": {"source": self.fix_source, "lines": self.fix_lines} if self.after else None,
             "after": self.after.to_json() if self.after else None,
         }
 
@@ -174,6 +182,7 @@ def merge(base: Settings, extra: Settings | None) -> Settings:
         sysctls=sysctls,
         host_sysctls={**base.host_sysctls, **extra.host_sysctls},
         nft=nft,
+        nft_text={**base.nft_text, **extra.nft_text},
         server={**base.server, **extra.server},
         load={**base.load, **extra.load},
         client_addrs=extra.client_addrs if extra.client_addrs is not None else base.client_addrs,
@@ -201,13 +210,18 @@ def apply_settings(journal: Journal, topo: Topology, settings: Settings) -> None
     """Host sysctls, per-side sysctls and nft faults, each journaled before it is made."""
     ns = {"client": topo.client_ns, "server": topo.server_ns}
     for name, value in settings.host_sysctls.items():
-        faults.set_sysctl(journal, None, name, value)
+        if name == "net.netfilter.nf_conntrack_buckets":
+            faults.set_conntrack_hashsize(journal, int(value))
+        else:
+            faults.set_sysctl(journal, None, name, value)
     for side, values in settings.sysctls.items():
         for name, value in values.items():
             faults.set_sysctl(journal, ns[side], name, value)
     for side, names in settings.nft.items():
         for fault in names:
             NFT_FAULTS[fault](journal, ns[side])
+    for side, text in settings.nft_text.items():
+        faults.load_nft_text(journal, ns[side], text)
 
 
 def load_argv(topo: Topology, load: Load, addrs: int, out_dir: str) -> list[str]:
@@ -352,6 +366,7 @@ def run_pass(
     samples: list[Sample] = []
     tuples: TupleStats | None = None
     code: int | None = None
+    snapshots: dict[str, Any] = {}
     with journaled(progress) as journal:
         progress(f"[{label}] namespaces {topo.client_ns} / {topo.server_ns}, "
                  f"{addrs} client address(es)")
@@ -373,6 +388,9 @@ def run_pass(
                 samples = sampler.stop()
             if "conntrack" in settings.nft.get("server", ()):
                 tuples = conntrack_tuples(topo.server_ns)
+            for side, netns in (("client", topo.client_ns), ("server", topo.server_ns)):
+                with Procfs(netns=netns) as proc:
+                    snapshots[side] = read_sysctls(proc)
         finally:
             server.stop()
             server.copy_logs(out_dir)
@@ -387,7 +405,8 @@ def run_pass(
     result = PassResult(
         label=label, out_dir=out_dir, settings=settings.describe(), summary=summary,
         findings=findings_of(out_dir, summary), samples=samples,
-        stall_s=stall_time(samples), tuples=tuples, load_exit=code,
+        stall_s=stall_time(samples), tuples=tuples, load_exit=code, sysctls=snapshots,
+        addrs=addrs, rate=load.rate, close=load.close,
     )  # fmt: skip
     with open(os.path.join(out_dir, "lab.json"), "w", encoding="utf-8") as f:
         json.dump(result.to_json(), f, indent=2)
@@ -396,8 +415,6 @@ def run_pass(
 
 def run_scenario(scenario: Scenario, opts: LabOptions, progress: Progress) -> LabResult:
     """The whole ``lab run``: before, and with ``opts.fix`` the fix and after."""
-    from tcpchurn.lab.fixes import fix_settings
-
     before_dir = os.path.join(opts.out_dir, "before") if opts.fix else opts.out_dir
     before = run_pass(scenario, opts, scenario.settings, "before", before_dir, progress)
     progress(f"[before] first finding: {before.first or 'none'} "
@@ -405,11 +422,14 @@ def run_scenario(scenario: Scenario, opts: LabOptions, progress: Progress) -> La
     result = LabResult(scenario=scenario, before=before)
     if not opts.fix:
         return result
-    fix, source = fix_settings(scenario, before.findings)
+    ctx = PassContext(rate=before.rate, close=before.close, source_ips=before.addrs,
+                      sysctls=before.sysctls)
+    fix, source, lines = fix_settings(scenario, before.findings, ctx)
     if fix is None:
         progress("[fix] nothing to fix: no finding and no fix for this scenario")
         return result
-    progress(f"[fix] applying the fix from {source}")
+    result.fix_source, result.fix_lines = source, lines
+    progress(f"[fix] applying the fix from {source}: {'; '.join(fix.describe())}")
     merged = merge(scenario.settings, fix)
     after_dir = os.path.join(opts.out_dir, "after")
     result.after = run_pass(scenario, opts, merged, "after", after_dir, progress)

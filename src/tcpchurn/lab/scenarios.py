@@ -11,6 +11,7 @@ Durations are short (8-24 s) so the whole set runs in a few minutes on two cores
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from tcpchurn.errors import BadValue
@@ -44,6 +45,7 @@ class Settings:
     sysctls: dict[str, dict[str, str]] = field(default_factory=dict)
     host_sysctls: dict[str, str] = field(default_factory=dict)
     nft: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    nft_text: dict[str, str] = field(default_factory=dict)  # side -> an nft -f ruleset
     server: dict[str, object] = field(default_factory=dict)  # ServerSpec field overrides
     load: dict[str, object] = field(default_factory=dict)  # Load field overrides
     client_addrs: int | None = None
@@ -58,6 +60,9 @@ class Settings:
                 lines.append(f"{side}: sysctl -w {name}='{value}'")
         for side, faults in self.nft.items():
             lines.extend(f"{side}: nft {fault}" for fault in faults)
+        for side, text in self.nft_text.items():
+            tables = " ".join(re.findall(r"^table\s+\w+\s+\w+", text, re.M))
+            lines.append(f"{side}: nft -f <{tables}>")
         lines.extend(f"server: {k}={v}" for k, v in self.server.items())
         lines.extend(f"load: {k}={v}" for k, v in self.load.items())
         if self.client_addrs is not None:
