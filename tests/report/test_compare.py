@@ -36,6 +36,22 @@ def test_rows_put_each_runs_numbers_side_by_side() -> None:
     assert _row(rs, "latency (ms)", "connect p99") == ("0.19", "1,001.9")
 
 
+def test_lab_run_before_and_after_the_fix() -> None:
+    # recorded with `tcpchurn lab run ephemeral-ports --fix`
+    runs = load([RUNS / "lab-ephemeral-ports-before", RUNS / "lab-ephemeral-ports-after"])
+    before, after = (r.run.summary for r in runs)
+    rs = rows(runs)
+    assert _row(rs, "findings", "limits")[0].startswith("ephemeral_ports (client) @ ")
+    assert _row(rs, "findings", "limits")[1] == "none"
+    assert _row(rs, "errors", "EADDRNOTAVAIL") == (
+        f"{before['errors']['EADDRNOTAVAIL']:,}", "0")
+    assert _row(rs, "connections", "failed") == (f"{before['connections']['failed']:,}", "0")
+    # the busiest destination used its whole port range before the fix, not after
+    ports = _row(rs, "peak (client)", "busiest destination sockets")
+    assert ports[0].endswith("(100%)") and not ports[1].endswith("(100%)")
+    assert after["connections"]["failed"] == 0
+
+
 def test_text_table_renders() -> None:
     runs = load([RUNS / "seed-2009", RUNS / "healthy"])
     out = io.StringIO()

@@ -83,9 +83,16 @@ def test_the_page_is_self_contained(seed_report: Path) -> None:
     assert "<script" not in text and "@import" not in text and "url(" not in text
 
 
-def test_numbers_are_the_summarys(seed_report: Path) -> None:
-    summary = json.loads((RUNS / "seed-2009" / "summary.json").read_text())
-    cells = _page(seed_report).cells
+ALL_RUNS = sorted(p.name for p in RUNS.iterdir() if (p / "summary.json").exists())
+
+
+@pytest.mark.parametrize("run", ALL_RUNS)
+def test_numbers_are_the_summarys(tmp_path: Path, run: str) -> None:
+    summary = json.loads((RUNS / run / "summary.json").read_text())
+    report = write_report(RUNS / run, tmp_path / "r.html")
+    page = _page(report)
+    assert sorted(page.figures) == sorted(PLOT_IDS)
+    cells = page.cells
     for key in ("target_rate", "achieved_rate", "duration_s"):
         assert cells[key] == summary[key]
     for key, value in summary["connections"].items():
@@ -99,7 +106,10 @@ def test_numbers_are_the_summarys(seed_report: Path) -> None:
     for i, h in enumerate(summary["headroom"]):
         assert cells[f"headroom.{i}.peak"] == h["peak"]
     assert cells["environment.kernel"] == summary["environment"]["kernel"]
-    assert cells["environment.sysctls.net.ipv4.tcp_max_tw_buckets"] == 131072
+    for name, value in summary["environment"]["sysctls"].items():
+        assert cells[f"environment.sysctls.{name}"] == value
+    assert [(f["data-limit"], json.loads(f["data-onset"])) for f in page.findings] == [
+        (f["limit"], f["onset_s"]) for f in summary["findings"]]
 
 
 def test_findings_shown_with_onset_evidence_and_fix(seed_report: Path) -> None:

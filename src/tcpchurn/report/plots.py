@@ -203,7 +203,7 @@ def _label(line: Line, key: str, side: str | None, run: str | None, series: Seri
 
 
 def _draw_panel(ax: Axes, panel: Panel, runs: Sequence[tuple[str, Series]],
-                max_points: int) -> bool:
+                max_points: int, end: float) -> bool:
     compare = len(runs) > 1
     sides: tuple[str | None, ...] = SIDES if panel.per_side else (None,)
     drawn = False
@@ -227,14 +227,22 @@ def _draw_panel(ax: Axes, panel: Panel, runs: Sequence[tuple[str, Series]],
                     color = "#222222" if line.limit else CYCLE[li % len(CYCLE)]
                     style = "--" if line.limit else "-"
                 px, py = minmax(ts, vs, max_points)
+                if line.limit and px[-1] < end:
+                    # a limit holds until it changes: draw it to the end of the run, so
+                    # a limit read once (with a sparse full dump) is still a line
+                    px, py = [*px, end], [*py, py[-1]]
                 if line.limit:
                     limits.append(max(py))
                 else:
                     value_peak = max(value_peak, max(py))
                 label = _label(line, key, side, run if compare else None, series,
                                {key: limit_key})
+                # Full dumps (destinations, per-family states) come every few samples: a
+                # sparse series gets markers, or one point would not be drawn at all.
+                marker = "o" if len(px) < 20 and not line.limit else ""
                 ax.plot(px, py, style, color=color, lw=1.0 if line.limit else 1.5,
-                        label=label, drawstyle="steps-post" if line.limit else "default")
+                        label=label, drawstyle="steps-post" if line.limit else "default",
+                        marker=marker, markersize=3.5)
                 drawn = True
     ax.set_title(panel.title, fontsize=10, loc="left")
     ax.set_ylabel(panel.ylabel, fontsize=9)
@@ -247,7 +255,7 @@ def _draw_panel(ax: Axes, panel: Panel, runs: Sequence[tuple[str, Series]],
         ax.set_yscale("log")
     else:
         ax.set_ylim(0, _top(value_peak, limits))
-    ax.legend(fontsize=8, loc="upper left", framealpha=0.85)
+    ax.legend(fontsize=8, loc="best", framealpha=0.85)
     return True
 
 
@@ -270,7 +278,7 @@ def render(spec: PlotSpec, runs: Sequence[tuple[str, Series]],
     axes = fig.subplots(n, 1, sharex=True, squeeze=False)[:, 0]
     end = max((s.last_t() or 0.0) for _, s in runs) or 1.0
     for ax, panel in zip(axes, spec.panels, strict=True):
-        _draw_panel(ax, panel, runs, max_points)
+        _draw_panel(ax, panel, runs, max_points, end)
         ax.set_xlim(0, end)
         for ri, run_marks in enumerate(marks):
             color = ONSET_COLOR if len(runs) == 1 else RUN_COLORS[ri % len(RUN_COLORS)]
