@@ -2,7 +2,8 @@
 and the tests (STYLE.md rule 6, like h11's ``_state.py``).
 
 Each :class:`Rule` says what the limit is (``title``), where it bites (``sides``), how it
-is recognised (``evidence``: a predicate over the run, :mod:`tcpchurn.diagnose.evidence`),
+is recognised (``evidence``: a predicate over the run, in :mod:`tcpchurn.diagnose.tables` or
+:mod:`tcpchurn.diagnose.connects`),
 how to explain it with the run's own numbers (``explanation``: a template over the
 predicate's figures plus ``side`` and ``onset_s``), how to fix it (``fix``: a builder in
 :mod:`tcpchurn.diagnose.fixes`), which fixes are wrong (``wrong_fixes``), and which
@@ -22,8 +23,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from tcpchurn.diagnose import evidence as ev
+from tcpchurn.diagnose import connects as cn
 from tcpchurn.diagnose import fixes as fx
+from tcpchurn.diagnose import tables as tb
+from tcpchurn.diagnose.evidence import Predicate
 
 # Wrong fixes people reach for (KERNEL.md §1 and §7): one sentence each, with the reason.
 WF_TW_RECYCLE = (
@@ -75,7 +78,7 @@ class Rule:
     id: str
     title: str
     sides: tuple[str, ...]  # where it can bite: "client", "server"
-    evidence: ev.Predicate
+    evidence: Predicate
     signals: str  # what the predicate looks at (docs, --help)
     arithmetic: str  # capacity and time to fill (docs; forecast.py implements it)
     explanation: str  # template over the evidence figures, side and onset_s
@@ -86,7 +89,7 @@ class Rule:
 
 RULES: tuple[Rule, ...] = (
     Rule(
-        "conntrack_full", "conntrack table full", ("server", "client"), ev.conntrack_full,
+        "conntrack_full", "conntrack table full", ("server", "client"), tb.conntrack_full,
         "nf_conntrack_count at nf_conntrack_max; the `drop` column of "
         "/proc/net/stat/nf_conntrack climbing; client TCPSynRetrans and connect times at "
         "1/3/7 s; no errno on the client",
@@ -104,7 +107,7 @@ RULES: tuple[Rule, ...] = (
         (WF_CT_MAX_IN_NETNS, WF_CT_MAX_WITHOUT_BUCKETS, WF_FIREWALL_OFF, WF_TW_RECYCLE),
     ),
     Rule(
-        "ephemeral_ports", "ephemeral ports exhausted", ("client",), ev.ephemeral_ports,
+        "ephemeral_ports", "ephemeral ports exhausted", ("client",), cn.ephemeral_ports,
         "connect() fails with EADDRNOTAVAIL; sockstat tw near the port range; a "
         "destination's sockets near the range",
         "ports per (src ip, dst ip, dst port) = ip_local_port_range; a client-closed "
@@ -121,7 +124,7 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(
         "bind_port_conflict", "bind() before connect() used up the ports", ("client",),
-        ev.bind_port_conflict,
+        cn.bind_port_conflict,
         "bind(ip, 0) fails with EADDRINUSE",
         "bind(ip, 0) takes a port for every destination: range per source address in all",
         "bind() failed with EADDRINUSE from {onset_s:.1f} s ({errors_total:,.0f} times, "
@@ -132,7 +135,7 @@ RULES: tuple[Rule, ...] = (
         (WF_TW_RECYCLE,),
     ),
     Rule(
-        "tw_buckets", "TIME_WAIT bucket overflow", ("server", "client"), ev.tw_buckets,
+        "tw_buckets", "TIME_WAIT bucket overflow", ("server", "client"), tb.tw_buckets,
         "TcpExtTCPTimeWaitOverflow counting; sockstat tw at tcp_max_tw_buckets "
         "(no log line on modern kernels)",
         "R x 60 s TIME_WAIT sockets on the side that closes first: R_max = "
@@ -147,7 +150,7 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(
         "fd_process", "file descriptors: process limit (EMFILE)", ("client", "server"),
-        ev.fd_process,
+        tb.fd_process,
         "socket()/accept() fail with EMFILE; open fds at RLIMIT_NOFILE",
         "about R x lifetime descriptors open at once (TIME_WAIT holds none) vs "
         "RLIMIT_NOFILE",
@@ -161,7 +164,7 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(
         "fd_system", "file descriptors: system limit (ENFILE)", ("client", "server"),
-        ev.fd_system,
+        tb.fd_system,
         "ENFILE; fs/file-nr allocated at fs.file-max",
         "system-wide open files vs fs.file-max",
         "The system ran out of file handles at {onset_s:.1f} s: {open_peak} allocated of "
@@ -169,7 +172,7 @@ RULES: tuple[Rule, ...] = (
         fx.fix_fd_system,
     ),
     Rule(
-        "accept_queue", "accept queue overflow", ("server",), ev.accept_queue,
+        "accept_queue", "accept queue overflow", ("server",), cn.accept_queue,
         "TcpExtListenOverflows / ListenDrops; LISTEN Recv-Q at its backlog; client SYN "
         "retransmits and connect times at 1/3/7 s",
         "queue = min(listen backlog, somaxconn) + 1; fills after (backlog+1)/(R - A) s when "
@@ -184,7 +187,7 @@ RULES: tuple[Rule, ...] = (
         (WF_SOMAXCONN_ALONE, WF_MAX_SYN_BACKLOG),
     ),
     Rule(
-        "syn_queue", "SYN queue full", ("server",), ev.syn_queue,
+        "syn_queue", "SYN queue full", ("server",), cn.syn_queue,
         "TcpExtTCPReqQFullDoCookies / SyncookiesSent (syncookies=1) or TCPReqQFullDrop "
         "(syncookies=0)",
         "about R x RTT half-open requests per listener, bounded by the listener's backlog",
@@ -199,7 +202,7 @@ RULES: tuple[Rule, ...] = (
         yields_to=("accept_queue",),
     ),
     Rule(
-        "orphans", "too many orphaned sockets", ("client", "server"), ev.orphans,
+        "orphans", "too many orphaned sockets", ("client", "server"), tb.orphans,
         "sockstat orphan (global) at tcp_max_orphans; TcpExtTCPAbortOnMemory",
         "orphans = R x T (T about one RTT, minutes when the peer is silent) vs "
         "tcp_max_orphans",
@@ -210,7 +213,7 @@ RULES: tuple[Rule, ...] = (
         fx.fix_orphans,
     ),
     Rule(
-        "tcp_mem", "TCP memory pressure", ("client", "server"), ev.tcp_mem,
+        "tcp_mem", "TCP memory pressure", ("client", "server"), tb.tcp_mem,
         "TcpExtTCPMemoryPressures; sockstat mem above tcp_mem[1]; TCPAbortOnMemory",
         "pages of socket buffers vs tcp_mem (global); TIME_WAIT holds none",
         "TCP memory went into pressure at {onset_s:.1f} s (sockstat mem peak "
@@ -219,7 +222,7 @@ RULES: tuple[Rule, ...] = (
         fx.fix_tcp_mem,
     ),
     Rule(
-        "netdev_backlog", "per-CPU input backlog drops", ("client",), ev.netdev_backlog,
+        "netdev_backlog", "per-CPU input backlog drops", ("client",), tb.netdev_backlog,
         "column 2 (dropped) of /proc/net/softnet_stat",
         "netdev_max_backlog packets per CPU queue (also loopback)",
         "The per-CPU input backlog dropped {drops_total:,.0f} packets ({drops_per_s:,.0f}/s) "
@@ -228,7 +231,7 @@ RULES: tuple[Rule, ...] = (
         fx.fix_netdev_backlog,
     ),
     Rule(
-        "server_refused", "server refused connections", ("server",), ev.server_refused,
+        "server_refused", "server refused connections", ("server",), cn.server_refused,
         "ECONNREFUSED / ECONNRESET sustained (not only while the server starts)",
         "none: no listener, or a RST from it",
         "The server refused connections from {onset_s:.1f} s: {refused_total:,.0f} "
@@ -237,7 +240,7 @@ RULES: tuple[Rule, ...] = (
         yields_to=("accept_queue", "orphans"),
     ),
     Rule(
-        "server_slow", "server slow to answer", ("server",), ev.server_slow,
+        "server_slow", "server slow to answer", ("server",), cn.server_slow,
         "ttfb minus connect time (p50) above 1 s for 2 intervals; RESPONSE_TIMEOUT",
         "the server's service rate, not a kernel table",
         "The server took {service_p50_ms:,.0f} ms to answer after connecting (ttfb p50 "
@@ -247,7 +250,7 @@ RULES: tuple[Rule, ...] = (
         yields_to=("accept_queue", "syn_queue", "fd_process", "conntrack_full"),
     ),
     Rule(
-        "unreachable", "SYNs unanswered or no route", ("server",), ev.unreachable,
+        "unreachable", "SYNs unanswered or no route", ("server",), cn.unreachable,
         "ENETUNREACH/EHOSTUNREACH; ETIMEDOUT or connect times at SYN retransmit steps "
         "with no watched table to blame",
         "none",
@@ -262,7 +265,7 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(
         "generator_saturated", "load generator could not keep the schedule", ("client",),
-        ev.generator_saturated,
+        cn.generator_saturated,
         "achieved rate below 99% of target, skipped connections, schedule lag p99 >= 50 ms",
         "the generator's own CPU",
         "tcpchurn itself fell behind from {onset_s:.1f} s: it started {achieved_rate:,.1f} "
@@ -274,7 +277,7 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(
         "dual_stack_tw", "TIME_WAIT of IPv4 clients shows in tcp6 (dual-stack listener)",
-        ("server", "client"), ev.dual_stack_tw,
+        ("server", "client"), tb.dual_stack_tw,
         "tw_v4mapped (TIME_WAIT in tcp6 with ::ffff:a.b.c.d) most of sockstat tw",
         "none: where TIME_WAIT is listed, not a limit",
         "The {side}'s TIME_WAIT sockets ({v4mapped_peak:,.0f} of {tw_peak:,.0f}) are IPv4 "

@@ -1,0 +1,320 @@
+"""Evidence from what connections and listeners experienced: ports (EADDRNOTAVAIL,
+EADDRINUSE), the accept and SYN queues, the generator's schedule, and the server's
+answers (KERNEL.md §1 B, C, E, F).
+
+Each function is an evidence predicate ``(run, side) -> Evidence | None`` named by the
+table in :mod:`tcpchurn.diagnose.rules`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from tcpchurn.diagnose.evidence import (
+    TCP_TIMEWAIT_LEN_S,
+    Evidence,
+    common_figures,
+    counter_hits,
+    deltas,
+    error_evidence,
+    highest,
+    max_latency,
+    rounded,
+)
+from tcpchurn.diagnose.series import (
+    ERROR_MIN,
+    NEAR_SHARE,
+    RunData,
+    error_hits,
+    impact_severity,
+    near_syn_step,
+    peak,
+    per_second,
+    sustained_onset,
+)
+
+SLOW_SERVICE_MS = 1000.0  # server think time (ttfb - connect, p50) that makes it "slow"
+LAG_P99_MS = 50.0  # generator schedule lag p99 above which it is not keeping time
+ACHIEVED_SHARE = 0.99  # achieved below 99% of the target rate: the generator fell behind
+SKIPPED_SHARE = 0.005  # more than 0.5% of due connections never started
+
+
+# --- B/C. ports -----------------------------------------------------------------------
+def _port_count(run: RunData) -> float | None:
+    rng = run.sysctls.range("ip_local_port_range")
+    if rng is not None:
+        return float(rng[1] - rng[0] + 1 - run.sysctls.reserved_ports_in(*rng))
+    return _busiest_destination(run)[2]
+
+
+def _busiest_destination(run: RunData) -> tuple[str | None, float | None, float | None]:
+    best: tuple[str | None, float | None, float | None] = (None, None, None)
+    for i in range(len(run)):
+        sample = run.sample(i, "client")
+        dests = sample.get("destinations") if sample else None
+        if not isinstance(dests, Sequence):
+            continue
+        for dest in dests:
+            if not isinstance(dest, Mapping):
+                continue
+            sockets = dest.get("sockets")
+            if isinstance(sockets, (int, float)) and (best[1] is None or sockets > best[1]):
+                rng = dest.get("port_range")
+                best = (
+                    str(dest.get("remote")),
+                    float(sockets),
+                    float(rng) if isinstance(rng, (int, float)) else None,
+                )
+    return best
+
+
+def ephemeral_ports(run: RunData, side: str) -> Evidence | None:
+    """``connect()`` failing with EADDRNOTAVAIL, or a destination near the range (§1 B)."""
+    ports = _port_count(run)
+    remote, sockets, dest_range = _busiest_destination(run)
+    figures: dict[str, Any] = {
+        "port_range": ports or dest_range,
+        "tw_peak": peak(run, "client", "sockstat", "tw"),
+        "tw_reuse": run.sysctls.int("tcp_tw_reuse"),
+        "destination": remote,
+        "dest_sockets": sockets,
+    }
+    found = error_evidence(run, ["EADDRNOTAVAIL"])
+    rate = run.rate()
+    per_tuple = figures["port_range"]
+    figures["fill_s"] = rounded(per_tuple / rate if per_tuple and rate else None)
+    figures["max_rate"] = rounded(per_tuple / TCP_TIMEWAIT_LEN_S if per_tuple else None)
+    if found is None:
+        cap = dest_range or ports
+        if sockets is None or not cap or sockets < NEAR_SHARE * cap:
+            return None
+        return Evidence(0.0, "warning", {**common_figures(run, 0), **figures, "errors_total": 0,
+                                         "errors_per_s": 0.0})
+    i0, onset, total = found
+    errs = [run.errors(i, "EADDRNOTAVAIL") for i in range(len(run))]
+    figures.update(common_figures(run, i0))
+    figures.update(errors_total=total, errors_per_s=round(per_second(run, i0, errs), 1))
+    severity = impact_severity(run, i0)
+    return Evidence(onset, "degraded" if severity == "warning" else severity, figures)
+
+
+def bind_port_conflict(run: RunData, side: str) -> Evidence | None:
+    """``bind()`` failing with EADDRINUSE: a port taken per bind, not per 4-tuple (§1 C)."""
+    found = error_evidence(run, ["EADDRINUSE"])
+    if found is None:
+        return None
+    i0, onset, total = found
+    errs = [run.errors(i, "EADDRINUSE") for i in range(len(run))]
+    figures = {
+        **common_figures(run, i0),
+        "errors_total": total,
+        "errors_per_s": round(per_second(run, i0, errs), 1),
+        "port_range": _port_count(run),
+        "source_addresses": len(
+            (run.summary.get("environment") or {}).get("source_addresses") or []
+        ) or 1,
+    }
+    severity = impact_severity(run, i0)
+    return Evidence(onset, "degraded" if severity == "warning" else severity, figures)
+
+
+# --- E/F. listen queues ---------------------------------------------------------------
+def _listen_peak(run: RunData, side: str) -> tuple[str | None, float | None, float | None]:
+    best: tuple[str | None, float | None, float | None] = (None, None, None)
+    for i in range(len(run)):
+        sample = run.sample(i, side)
+        listeners = sample.get("listen") if sample else None
+        if not isinstance(listeners, Sequence):
+            continue
+        for lst in listeners:
+            if not isinstance(lst, Mapping):
+                continue
+            q = lst.get("queue")
+            if isinstance(q, (int, float)) and (best[1] is None or q > best[1]):
+                b = lst.get("backlog")
+                best = (str(lst.get("local")), float(q), float(b) if b is not None else None)
+    return best
+
+
+def _listen_full(run: RunData, side: str) -> list[bool]:
+    """Per interval: a listener's queue at backlog+1, full (``sk_acceptq_is_full`` tests
+    ``ack_backlog > max_ack_backlog``, so the queue holds one more than the backlog)."""
+    hits = []
+    for i in range(len(run)):
+        sample = run.sample(i, side)
+        listeners = sample.get("listen") if sample else None
+        full = False
+        for lst in listeners if isinstance(listeners, Sequence) else []:
+            q, b = (lst.get("queue"), lst.get("backlog")) if isinstance(lst, Mapping) else (0, 0)
+            if isinstance(q, (int, float)) and isinstance(b, (int, float)) and q > b:
+                full = True
+        hits.append(full)
+    return hits
+
+
+def accept_queue(run: RunData, side: str) -> Evidence | None:
+    """``ListenOverflows``, or a LISTEN queue sampled full: the application accepts slower
+    than connections arrive (§1 E)."""
+    overflows = deltas(run, side, "TcpExt", "ListenOverflows")
+    counted = counter_hits(run, overflows)
+    i0 = sustained_onset([c or f for c, f in zip(counted, _listen_full(run, side), strict=True)])
+    if i0 is None:
+        return None
+    drops = deltas(run, side, "TcpExt", "ListenDrops")
+    listener, queue, backlog = _listen_peak(run, side)
+    figures = {
+        **common_figures(run, i0),
+        "overflows_total": sum(overflows),
+        "overflows_per_s": round(per_second(run, i0, overflows), 1),
+        "listen_drops_total": sum(drops),
+        "listener": listener,
+        "queue_peak": queue,
+        "backlog": backlog,
+        "somaxconn": run.sysctls.int("somaxconn"),
+        "resets_total": sum(run.errors(i, "ECONNRESET") for i in range(len(run))),
+    }
+    severity = impact_severity(run, i0)
+    return Evidence(run.start(i0), "degraded" if severity == "warning" else severity, figures)
+
+
+def syn_queue(run: RunData, side: str) -> Evidence | None:
+    """SYN queue full: cookies sent (syncookies=1) or requests dropped (=0) (§1 F)."""
+    drops = deltas(run, side, "TcpExt", "TCPReqQFullDrop")
+    cookies = [
+        max(a, b)
+        for a, b in zip(
+            deltas(run, side, "TcpExt", "TCPReqQFullDoCookies"),
+            deltas(run, side, "TcpExt", "SyncookiesSent"),
+            strict=True,
+        )
+    ]
+    total = [d + c for d, c in zip(drops, cookies, strict=True)]
+    i0 = sustained_onset([v >= ERROR_MIN for v in total])
+    if i0 is None:
+        return None
+    listener, _, backlog = _listen_peak(run, side)
+    figures = {
+        **common_figures(run, i0),
+        "drops_total": sum(drops),
+        "cookies_total": sum(cookies),
+        "per_s": round(per_second(run, i0, total), 1),
+        "listener": listener,
+        "backlog": backlog,
+        "syncookies": run.sysctls.int("tcp_syncookies"),
+        "max_syn_backlog": run.sysctls.int("tcp_max_syn_backlog"),
+    }
+    if sum(drops) == 0:
+        return Evidence(run.start(i0), "warning", figures)  # cookies: connections still made
+    severity = impact_severity(run, i0)
+    return Evidence(run.start(i0), "degraded" if severity == "warning" else severity, figures)
+
+
+# --- the generator and the server -----------------------------------------------------
+def generator_saturated(run: RunData, side: str) -> Evidence | None:
+    """Our own client could not keep the schedule: behind rate, skipped, or lagging."""
+    hits = []
+    for i in range(len(run)):
+        target = run.load_num(i, "target_rate")
+        if target <= 0:
+            hits.append(False)
+            continue
+        due = target * run.length(i)
+        lag = run.latency(i, "schedule_lag", "p99")
+        hits.append(
+            run.load_num(i, "achieved_rate") < ACHIEVED_SHARE * target
+            or run.load_num(i, "skipped") > SKIPPED_SHARE * due
+            or (lag is not None and lag >= LAG_P99_MS)
+        )
+    i0 = sustained_onset(hits)
+    if i0 is None:
+        return None
+    n = len(run) - i0
+    achieved = sum(run.load_num(i, "achieved_rate") for i in range(i0, len(run))) / n
+    target = sum(run.load_num(i, "target_rate") for i in range(i0, len(run))) / n
+    figures = {
+        **common_figures(run, i0),
+        "achieved_rate": round(achieved, 1),
+        "target_rate": round(target, 1),
+        "achieved_share": round(achieved / target, 3) if target else None,
+        "skipped_total": sum(run.load_num(i, "skipped") for i in range(len(run))),
+        "late_total": sum(run.load_num(i, "late") for i in range(len(run))),
+        "lag_p99_ms": rounded(max_latency(run, i0, "schedule_lag", "p99")),
+    }
+    severity = "stopped" if target and achieved < 0.5 * target else "degraded"
+    return Evidence(run.start(i0), severity, figures)
+
+
+def server_refused(run: RunData, side: str) -> Evidence | None:
+    """ECONNREFUSED (no listener, or a RST from it) sustained, not while it starts."""
+    names = ["ECONNREFUSED", "ECONNRESET"]
+    found = error_evidence(run, names)
+    if found is None:
+        return None
+    i0, onset, total = found
+    attempted = sum(run.load_num(i, "attempted") for i in range(i0, len(run)))
+    figures = {
+        **common_figures(run, i0),
+        "refused_total": sum(run.errors(i, "ECONNREFUSED") for i in range(len(run))),
+        "reset_total": sum(run.errors(i, "ECONNRESET") for i in range(len(run))),
+        "share": round(total / attempted, 3) if attempted else None,
+        "abort_on_overflow": run.sysctls.int("tcp_abort_on_overflow"),
+    }
+    severity = impact_severity(run, i0)
+    return Evidence(onset, "degraded" if severity == "warning" else severity, figures)
+
+
+def server_slow(run: RunData, side: str) -> Evidence | None:
+    """The server answers, slowly: ttfb minus connect time, or response timeouts."""
+    timeouts = error_hits(run, ["RESPONSE_TIMEOUT"])
+    service: list[float | None] = []
+    for i in range(len(run)):
+        ttfb = run.latency(i, "ttfb", "p50")
+        conn = run.latency(i, "connect", "p50")
+        service.append(None if ttfb is None else ttfb - (conn or 0.0))
+    slow = [s is not None and s >= SLOW_SERVICE_MS for s in service]
+    # Latency is noisy: a slow interval must be followed by another (strict); timeouts are
+    # failures, counted like errors.
+    i_lat = sustained_onset(slow, strict=True)
+    i_to = sustained_onset(timeouts)
+    candidates = [i for i in (i_lat, i_to) if i is not None]
+    if not candidates:
+        return None
+    i0 = min(candidates)
+    figures = {
+        **common_figures(run, i0),
+        "service_p50_ms": rounded(highest(service[i0:])),
+        "ttfb_p50_ms": rounded(max_latency(run, i0, "ttfb", "p50")),
+        "response_timeouts_total": sum(
+            run.errors(i, "RESPONSE_TIMEOUT") for i in range(len(run))
+        ),
+        "slow_ms": SLOW_SERVICE_MS,
+    }
+    severity = impact_severity(run, i0)
+    return Evidence(run.start(i0), "degraded" if severity == "warning" else severity, figures)
+
+
+def unreachable(run: RunData, side: str) -> Evidence | None:
+    """No route, or SYNs unanswered with no table on a watched host to blame."""
+    names = ["ENETUNREACH", "EHOSTUNREACH", "ETIMEDOUT"]
+    found = error_evidence(run, names)
+    stepped = [
+        near_syn_step(run.latency(i, "connect", "p90")) is not None for i in range(len(run))
+    ]
+    i_step = sustained_onset(stepped, strict=True)
+    if found is None and i_step is None:
+        return None
+    if found is not None and (i_step is None or found[0] <= i_step):
+        i0, onset, _ = found
+    else:
+        assert i_step is not None
+        i0, onset = i_step, run.start(i_step)
+    figures = {
+        **common_figures(run, i0),
+        "unreach_total": sum(run.errors(i, "ENETUNREACH", "EHOSTUNREACH") for i in range(len(run))),
+        "timeouts_total": sum(run.errors(i, "ETIMEDOUT") for i in range(len(run))),
+        "connect_p90_ms": rounded(max_latency(run, i0, "connect", "p90")),
+        "server_watched": run.has_side("server"),
+    }
+    severity = impact_severity(run, i0)
+    return Evidence(onset, "degraded" if severity == "warning" else severity, figures)
