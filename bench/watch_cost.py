@@ -239,11 +239,13 @@ def main() -> None:
             ours_tw = best_of(args.repeat, lambda: sockdiag.tcp_states(procfs, ["TIME_WAIT"]))
             ours_all = best_of(args.repeat, lambda: sockdiag.tcp_states(procfs))
             ours_dest = best_of(args.repeat, lambda: sockdiag.destinations(procfs))
+            ours_both = best_of(args.repeat, lambda: sockdiag.states_and_destinations(procfs))
             rows.append(
                 ("sock_diag TIME_WAIT count", ours_tw, "ss -tan state time-wait|wc -l", ss_tw)
             )
             rows.append(("sock_diag all states count", ours_all, "ss -tan | wc -l", ss_all))
             rows.append(("sock_diag destinations (top 10)", ours_dest, "ss -tan | wc -l", ss_all))
+            rows.append(("sock_diag states + destinations", ours_both, "ss -tan | wc -l", ss_all))
             rows.append(("(for scale) ip netns exec sh -c true", shell, "ss -s", ss_s))
             states = sockdiag.tcp_states(procfs, ["TIME_WAIT"])
             print(f"sock_diag counted {states.total['TIME_WAIT']:,} TIME_WAIT sockets")

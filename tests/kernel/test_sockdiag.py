@@ -221,3 +221,9 @@ def test_mixed_chunk_is_left_to_the_message_loop() -> None:
     acc = sockdiag.StateCounts()
     assert not sockdiag.count_uniform(data, acc)  # mixed lengths and NLMSG_DONE
     assert acc == sockdiag.StateCounts()
+
+
+def test_states_and_destinations_from_one_dump(procfs: Procfs) -> None:
+    states, dests = sockdiag.states_and_destinations(procfs, top=5)
+    assert states == sockdiag.tcp_states(procfs)
+    assert dests == sockdiag.destinations(procfs, top=5)

@@ -187,3 +187,12 @@ def test_thousands_of_time_wait_over_many_datagrams(make_netns: Callable[[], str
     assert ours.by_family[4]["TIME_WAIT"] == before[0]["TIME_WAIT"] == 1500
     assert ours.by_family[6]["TIME_WAIT"] == before[1]["TIME_WAIT"] == 1900
     assert ours.tw_v4mapped == len(mapped) == 1200
+
+
+def test_states_and_destinations_agree_with_separate_dumps(
+    scene_ns: tuple[str, Procfs, Scene],
+) -> None:
+    _, procfs, _ = scene_ns
+    states, dests = sockdiag.states_and_destinations(procfs, top=4)
+    assert states == sockdiag.tcp_states(procfs)
+    assert dests == sockdiag.destinations(procfs, top=4)

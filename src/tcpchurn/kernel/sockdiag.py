@@ -440,12 +440,16 @@ def tcp_states(procfs: Procfs, states: Iterable[str] | None = None) -> TcpStates
     the dump and ``FileNotFoundError`` for a fixture without a captured reply.
     """
     mask = states_mask(states)
-    names = list(STATE_NAMES)
-    if mask & (1 << STATE_NUMBERS["BOUND_INACTIVE"]):
-        names.append("BOUND_INACTIVE")
     acc = StateCounts()
     for family, _label in _FAMILIES:
         run_dump(procfs, family, mask, lambda chunk: count_states(chunk, acc))
+    return _tcp_states(acc, mask)
+
+
+def _tcp_states(acc: StateCounts, mask: int) -> TcpStates:
+    names = list(STATE_NAMES)
+    if mask & (1 << STATE_NUMBERS["BOUND_INACTIVE"]):
+        names.append("BOUND_INACTIVE")
     by_family: dict[int, dict[str, int]] = {}
     for label in (4, 6):
         counts = acc.by_family[label]
@@ -595,3 +599,25 @@ def rank_destinations(raw: DestinationCounts, top: int = 10) -> list[Destination
         named = {TCP_STATES.get(k, str(k)): v for k, v in sorted(states.items())}
         out.append(Destination(remote=remote, sockets=sum(states.values()), states=named))
     return out
+
+
+def states_and_destinations(
+    procfs: Procfs, top: int = 10, states: Iterable[str] | None = None
+) -> tuple[TcpStates, list[Destination]]:
+    """:func:`tcp_states` and :func:`destinations` from ONE dump per family.
+
+    Both walk the whole shared ehash (~20 ms per 100k sockets on 6.18); a full sample
+    that wants both pays for one walk instead of two.
+    """
+    mask = states_mask(states)
+    dest_mask = mask & ~(1 << STATE_NUMBERS["LISTEN"])
+    acc = StateCounts()
+    raw: DestinationCounts = {}
+
+    def both(chunk: Buffer) -> bool:
+        group_destinations(chunk, dest_mask, raw)
+        return count_states(chunk, acc)
+
+    for family, _label in _FAMILIES:
+        run_dump(procfs, family, mask, both)
+    return _tcp_states(acc, mask), rank_destinations(raw, top)
