@@ -134,6 +134,17 @@ def test_healthy_run_says_so_and_draws_what_is_missing_as_missing(tmp_path: Path
     assert sorted(_page(out).figures) == sorted(PLOT_IDS)
 
 
+def test_saturated_generator_and_warnings_are_said(tmp_path: Path) -> None:
+    run = shutil.copytree(RUNS / "healthy", tmp_path / "run")
+    summary = json.loads((run / "summary.json").read_text())
+    summary.update(generator_saturated=True, warnings=["rate x timeout > RLIMIT_NOFILE"])
+    (run / "summary.json").write_text(json.dumps(summary))
+    text = write_report(run).read_text()
+    assert 'class="verdict warn"' in text and "generator_saturated" in text
+    assert f"{summary['connections']['late']} connections started late" in text
+    assert "rate x timeout &gt; RLIMIT_NOFILE" in text
+
+
 def test_default_output_is_in_the_run_dir(tmp_path: Path) -> None:
     run = shutil.copytree(RUNS / "healthy", tmp_path / "run")
     out = write_report(run)

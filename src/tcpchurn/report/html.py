@@ -32,6 +32,7 @@ h1{font-size:24px;margin:0 0 4px}h2{font-size:19px;margin:32px 0 8px;border-bott
 .sub{color:#555}.verdict{font-size:17px;padding:10px 14px;border-radius:6px;margin:14px 0}
 .verdict.bad{background:#fdecea;border-left:5px solid #b00020}
 .verdict.ok{background:#e8f5e9;border-left:5px solid #2e7d32}
+.verdict.warn{background:#fff8e1;border-left:5px solid #f9a825}
 table{border-collapse:collapse;margin:6px 0 12px;font-variant-numeric:tabular-nums}
 td,th{border:1px solid #ddd;padding:3px 9px;text-align:right}th{background:#f0f0f0}
 td:first-child,th:first-child{text-align:left}
@@ -188,8 +189,23 @@ def verdict(summary: Mapping[str, Any]) -> str:
                 f"({esc(f.get('side'))} side){esc(when)}: <code>{esc(f.get('limit'))}</code></p>")
     if summary.get("interrupted"):
         return '<p class="verdict bad" id="verdict">Interrupted before the end.</p>'
+    if summary.get("generator_saturated"):
+        conns = summary.get("connections") or {}
+        return ('<p class="verdict warn" id="verdict">No limit was diagnosed, but tcpchurn '
+                f"itself did not keep the schedule: {esc(fmt(conns.get('late')))} connections "
+                f"started late and {esc(fmt(conns.get('skipped')))} were skipped "
+                "(<code>generator_saturated</code>; see schedule lag).</p>")
     return ('<p class="verdict ok" id="verdict">The run held its rate: no limit was '
             "diagnosed.</p>")
+
+
+def warnings(summary: Mapping[str, Any]) -> str:
+    """The run's pre-run warnings (schema §4 ``warnings``), if any."""
+    items = summary.get("warnings") or []
+    if not items:
+        return ""
+    return ("<h3 id=\"warnings\">Warnings</h3><ul>"
+            + "".join(f"<li>{esc(w)}</li>" for w in items) + "</ul>")
 
 
 def headroom(summary: Mapping[str, Any]) -> str:
@@ -233,7 +249,7 @@ def render_html(run: RunDir, plots: Sequence[Plot]) -> str:
             + "<nav><a href=\"#numbers\">numbers</a><a href=\"#findings\">findings</a>"
             "<a href=\"#plots\">plots</a><a href=\"#environment\">environment</a>"
             "<a href=\"#config\">configuration</a></nav>")
-    body = [head, numbers(s), "<h2 id=\"findings\">Findings</h2>"]
+    body = [head, numbers(s), warnings(s), "<h2 id=\"findings\">Findings</h2>"]
     body += ([finding_html(f, i) for i, f in enumerate(findings)] if findings
              else ["<p>None: every table stayed below its limit.</p>"])
     body.append("<h2 id=\"plots\">Plots</h2>")
