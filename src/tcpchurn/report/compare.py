@@ -153,8 +153,12 @@ def render_compare_html(runs: Sequence[Loaded], plots: Sequence[Plot]) -> str:
             "<p class=\"sub\">" + " · ".join(
                 f"{H.esc(n)}: {H.esc(r.run.summary.get('target', '?'))}"
                 for n, r in zip(names, runs, strict=True)) + "</p>"]
-    html_rows = [[H.th(r.section), H.th(r.label),
-                  *(f"<td>{H.esc(v)}</td>" for v in r.values)] for r in rows(runs)]
+    html_rows = []
+    last = ""
+    for r in rows(runs):
+        html_rows.append([H.th(r.section if r.section != last else ""), H.th(r.label),
+                          *(f"<td>{H.esc(v)}</td>" for v in r.values)])
+        last = r.section
     body.append(H.table(["", "", *names], html_rows, "compare-table"))
     body.append("<h2 id=\"plots\">Plots (overlaid)</h2>")
     body += [H.figure(p) for p in plots]
