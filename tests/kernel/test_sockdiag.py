@@ -128,7 +128,7 @@ def test_netlink_error_raises_oserror_with_the_kernel_errno() -> None:
     with pytest.raises(OSError):
         sockdiag.decode_listeners(err, [])
     with pytest.raises(OSError):
-        sockdiag.group_destinations(err, sockdiag.ALL_STATES_MASK, {})
+        sockdiag.group_destinations(err, sockdiag.ALL_STATES_MASK, collections.Counter())
 
 
 def test_failed_dump_reported_in_done_payload() -> None:
@@ -227,3 +227,23 @@ def test_states_and_destinations_from_one_dump(procfs: Procfs) -> None:
     states, dests = sockdiag.states_and_destinations(procfs, top=5)
     assert states == sockdiag.tcp_states(procfs)
     assert dests == sockdiag.destinations(procfs, top=5)
+
+
+@pytest.mark.parametrize("name", ["inet_diag_v4.bin", "inet_diag_v6.bin"])
+def test_uniform_destinations_group_like_the_message_loop(name: str) -> None:
+    parts = messages((NETLINK / name).read_bytes())[:-1]
+    for length in set(map(len, parts)):
+        run = [p for p in parts if len(p) == length]
+        if len(run) < 2:
+            continue
+        whole: collections.Counter[tuple[int, int, bytes, bytes]] = collections.Counter()
+        sockdiag.group_destinations(b"".join(run), sockdiag.ALL_STATES_MASK, whole)
+        single: collections.Counter[tuple[int, int, bytes, bytes]] = collections.Counter()
+        for part in run:
+            sockdiag.group_destinations(part, sockdiag.ALL_STATES_MASK, single)
+        assert whole == single and sum(whole.values()) == len(run)
+        # a state outside the mask sends the chunk through the filtering loop
+        only_tw = 1 << sockdiag.STATE_NUMBERS["TIME_WAIT"]
+        filtered: collections.Counter[tuple[int, int, bytes, bytes]] = collections.Counter()
+        sockdiag.group_destinations(b"".join(run), only_tw, filtered)
+        assert filtered == collections.Counter({k: v for k, v in single.items() if k[1] == 6})

@@ -29,8 +29,11 @@ fixture directory is read from ``netlink/inet_diag_v4.bin`` / ``inet_diag_v6.bin
 
 from __future__ import annotations
 
+import collections
 import errno
+import functools
 import heapq
+import operator
 import os
 import socket
 import struct
@@ -104,7 +107,7 @@ Buffer: TypeAlias = bytes | bytearray | memoryview
 # A decoder fed one received datagram at a time; returns True once it saw NLMSG_DONE.
 Consumer: TypeAlias = Callable[[Buffer], bool]
 # (family, state, dport as 2 raw bytes, dst as 16 raw bytes) -> sockets
-DestinationCounts: TypeAlias = dict[tuple[int, int, bytes, bytes], int]
+DestinationCounts: TypeAlias = collections.Counter[tuple[int, int, bytes, bytes]]
 
 ALL_STATES_MASK = sum(1 << n for n in range(1, 13))
 
@@ -207,26 +210,35 @@ def _where(column: bytes, value: int) -> int:
     return int.from_bytes(column.translate(_BYTE_IS[value]), "little")
 
 
+def uniform_length(chunk: bytes) -> int:
+    """``L`` when ``chunk`` is only socket messages of one length ``L`` and one family,
+    else 0 (then it must be decoded message by message, e.g. the datagram that carries
+    NLMSG_DONE)."""
+    if len(chunk) < 2 * _MSG_MIN:
+        return 0
+    length = int.from_bytes(chunk[:4], sys.byteorder)
+    if length < _MSG_MIN or length % 4 or len(chunk) % length:
+        return 0
+    n = len(chunk) // length
+    # nlmsg_len and nlmsg_type must repeat in every message, and so must the family.
+    for k in (*range(6), 16):
+        if chunk[k::length] != chunk[k : k + 1] * n:
+            return 0
+    if int.from_bytes(chunk[4:6], sys.byteorder) != SOCK_DIAG_BY_FAMILY:
+        return 0
+    return length
+
+
 def count_uniform(data: Buffer, acc: StateCounts) -> bool:
     """Count a chunk of equal-length socket messages with C-speed byte slices.
 
     ``chunk[17::L]`` is the ``idiag_state`` of every message of length ``L``; the
     v4-mapped test becomes 12 byte columns of ``idiag_src`` ANDed as bit sets.  Returns
-    False, counting nothing, when the chunk is not uniform (the caller then decodes it
-    message by message), e.g. the last datagram, which carries NLMSG_DONE.
+    False, counting nothing, when the chunk is not uniform (:func:`uniform_length`).
     """
-    if len(data) < 2 * _MSG_MIN:
-        return False
     chunk = bytes(data)
-    length = int.from_bytes(chunk[:4], sys.byteorder)
-    if length < _MSG_MIN or length % 4 or len(chunk) % length:
-        return False
-    n = len(chunk) // length
-    # nlmsg_len and nlmsg_type must repeat in every message, and so must the family.
-    for k in (*range(6), 16):
-        if chunk[k::length] != chunk[k : k + 1] * n:
-            return False
-    if int.from_bytes(chunk[4:6], sys.byteorder) != SOCK_DIAG_BY_FAMILY:
+    length = uniform_length(chunk)
+    if not length:
         return False
     label = _FAMILY_LABEL.get(chunk[16])
     if label is None:
@@ -527,16 +539,29 @@ class Destination:
         return {"remote": self.remote, "sockets": self.sockets, "states": dict(self.states)}
 
 
+@functools.cache
+def _dest_struct(length: int) -> struct.Struct:
+    """:data:`_DEST` stretched to a whole message of ``length`` bytes, for iter_unpack."""
+    return struct.Struct(f"=16xBB4x2s16x16s{length - 56}x")
+
+
 def group_destinations(data: Buffer, mask: int, into: DestinationCounts) -> bool:
     """Count the sockets of one reply chunk whose state is in ``mask`` into
     ``into[(family, state, dport, dst)]``; True once NLMSG_DONE was seen.
 
     The unpacked tuple itself is the key (no per-socket formatting): on a server every
-    TIME_WAIT socket has its own remote port, so there are as many keys as sockets.
+    TIME_WAIT socket has its own remote port, so there are about as many keys as
+    sockets.  A uniform datagram goes through ``struct.iter_unpack`` into
+    ``Counter.update``, both in C.
     """
+    chunk = bytes(data)
+    length = uniform_length(chunk)
+    if length and all((mask >> state) & 1 for state in set(chunk[17::length])):
+        into.update(_dest_struct(length).iter_unpack(chunk))
+        return False
     unpack = _DEST.unpack_from
     head = _HEAD.unpack_from
-    buf = memoryview(data)
+    buf = memoryview(chunk)
     end = len(buf)
     off = 0
     get = into.get
@@ -564,7 +589,7 @@ def destinations(
     the range size is the ephemeral port use.  LISTEN is never counted (no remote).
     """
     mask = states_mask(states) & ~(1 << STATE_NUMBERS["LISTEN"])
-    raw: DestinationCounts = {}
+    raw: DestinationCounts = collections.Counter()
     for family, _label in _FAMILIES:
         run_dump(procfs, family, mask, lambda chunk: group_destinations(chunk, mask, raw))
     return rank_destinations(raw, top)
@@ -576,28 +601,32 @@ def rank_destinations(raw: DestinationCounts, top: int = 10) -> list[Destination
     IPv4-mapped IPv6 remotes are merged into the IPv4 remote they carry (one ephemeral
     port range is shared by both families: ``inet_hash_connect`` checks one ehash).
     """
-    per_remote: dict[tuple[bytes, bytes], dict[int, int]] = {}
+    # Pass 1: total per remote (IPv4-mapped folded into IPv4), remembering each key's
+    # remote; pass 2: per-state counts only for the `top` remotes.
+    totals: dict[tuple[bytes, bytes], int] = {}
+    get = totals.get
+    folded: list[tuple[tuple[bytes, bytes], int, int]] = []
     for (fam, state, dport, dst), n in raw.items():
         if fam == AF_INET:
-            addr = dst[:4]
+            remote = (dst[:4], dport)
         elif dst[:12] == _V4MAPPED_PREFIX:
-            addr = dst[12:16]
+            remote = (dst[12:16], dport)
         else:
-            addr = dst
-        states = per_remote.get((addr, dport))
-        if states is None:
-            per_remote[(addr, dport)] = {state: n}
-        else:
+            remote = (dst, dport)
+        totals[remote] = get(remote, 0) + n
+        folded.append((remote, state, n))
+    busiest = heapq.nlargest(max(top, 0), totals.items(), key=operator.itemgetter(1))
+    by_state: dict[tuple[bytes, bytes], dict[int, int]] = {r: {} for r, _ in busiest}
+    for remote, state, n in folded:
+        states = by_state.get(remote)
+        if states is not None:
             states[state] = states.get(state, 0) + n
-    busiest = heapq.nlargest(
-        max(top, 0), per_remote.items(), key=lambda kv: (sum(kv[1].values()), kv[0])
-    )
     out = []
-    for (addr, dport), states in busiest:
+    for (addr, dport), total in busiest:
         family = AF_INET if len(addr) == 4 else AF_INET6
-        remote = format_address(family, addr, int.from_bytes(dport, "big"))
-        named = {TCP_STATES.get(k, str(k)): v for k, v in sorted(states.items())}
-        out.append(Destination(remote=remote, sockets=sum(states.values()), states=named))
+        named = {TCP_STATES.get(k, str(k)): v for k, v in sorted(by_state[(addr, dport)].items())}
+        remote_text = format_address(family, addr, int.from_bytes(dport, "big"))
+        out.append(Destination(remote=remote_text, sockets=total, states=named))
     return out
 
 
@@ -612,7 +641,7 @@ def states_and_destinations(
     mask = states_mask(states)
     dest_mask = mask & ~(1 << STATE_NUMBERS["LISTEN"])
     acc = StateCounts()
-    raw: DestinationCounts = {}
+    raw: DestinationCounts = collections.Counter()
 
     def both(chunk: Buffer) -> bool:
         group_destinations(chunk, dest_mask, raw)
