@@ -39,7 +39,7 @@ def server(ns: str, *args: str) -> Iterator[subprocess.Popen[bytes]]:
     )
     try:
         deadline = time.monotonic() + 10
-        while f":{PORT:04X} " not in sh("cat", "/proc/net/tcp", netns=ns):
+        while f":{PORT:04X} " not in sh("cat", "/proc/net/tcp", "/proc/net/tcp6", netns=ns):
             assert proc.poll() is None, "tcpchurn serve exited"
             assert time.monotonic() < deadline, "tcpchurn serve did not listen"
             time.sleep(0.05)
@@ -112,3 +112,15 @@ def test_healthy_run_names_nothing(make_netns: Callable[[], str], tmp_path: Path
     assert summary["connections"]["failed"] == 0
     assert [f["limit"] for f in summary["findings"]] == []
     assert summary["headroom"]
+
+
+def test_ipv4_clients_of_a_dual_stack_listener_get_the_tcp6_note(
+        make_netns: Callable[[], str], tmp_path: Path) -> None:
+    ns = make_netns()
+    with server(ns, "--host", "::"):  # [::]:8080, bindv6only=0: IPv4 accepted as v4-mapped
+        summary = run(ns, tmp_path, "--rate", "200", "--duration", "6")
+    assert summary["connections"]["failed"] == 0
+    notes = [f for f in summary["findings"] if f["limit"] == "dual_stack_tw"]
+    assert [(f["side"], f["severity"]) for f in notes] == [("server", "warning")]
+    assert notes[0]["evidence"]["v4mapped_peak"] >= 900  # 200/s x 5 s, server closes first
+    assert [f["limit"] for f in summary["findings"]] == ["dual_stack_tw"]

@@ -306,3 +306,14 @@ def test_a_queue_at_its_backlog_is_not_full() -> None:
 
     timeline, summary = make_run(8, busy)
     assert diagnose_run(timeline, summary).findings == []
+
+
+def test_dual_stack_note_from_sparse_dumps() -> None:
+    # The per-family dump comes every 5th interval; in between tw_v4mapped is null.
+    def sparse(t: int, row: Row) -> None:
+        tcp = row["server"]["tcp"]
+        tcp["tw_v4mapped"] = row["server"]["sockstat"]["tw"] if t % 5 == 0 else None
+
+    timeline, summary = make_run(12, sparse)
+    found = diagnose_run(timeline, summary).findings
+    assert [(f.limit, f.onset_s, f.severity) for f in found] == [("dual_stack_tw", 4.0, "warning")]

@@ -282,8 +282,8 @@ RULES: tuple[Rule, ...] = (
         "none: where TIME_WAIT is listed, not a limit",
         "The {side}'s TIME_WAIT sockets ({v4mapped_peak:,.0f} of {tw_peak:,.0f}) are IPv4 "
         "connections accepted by a [::] listener (net.ipv6.bindv6only=0): they are AF_INET6 "
-        "sockets with ::ffff: addresses, so they are listed only in /proc/net/tcp6 "
-        "({tcp6_lines} lines) while /proc/net/tcp stays short ({tcp_lines}). This is the "
+        "sockets with ::ffff: addresses, so /proc/net/tcp6 lists them and /proc/net/tcp "
+        "does not (lines when counted: tcp {tcp_lines}, tcp6 {tcp6_lines}). This is the "
         "2009 report's third question; sockstat `tw` counts both families.",
         fx.fix_dual_stack_tw,
     ),

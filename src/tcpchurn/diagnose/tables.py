@@ -212,10 +212,14 @@ def dual_stack_tw(run: RunData, side: str) -> Evidence | None:
             v = run.value(i, side, "proc_net_tcp", "tcp6_v4mapped")
         mapped.append(v)
     tws = series_of(run, side, "sockstat", "tw")
-    hits = [
-        m is not None and m >= DUAL_STACK_MIN and m >= 0.5 * (tw or 0.0)
-        for m, tw in zip(mapped, tws, strict=True)
-    ]
+    # Per-family counts come only with the full socket dumps, taken every few intervals
+    # (they walk the whole ehash, KERNEL.md §4); between dumps the last answer stands.
+    hits: list[bool] = []
+    for m, tw in zip(mapped, tws, strict=True):
+        if m is None:
+            hits.append(bool(hits and hits[-1]))
+        else:
+            hits.append(m >= DUAL_STACK_MIN and m >= 0.5 * (tw or 0.0))
     i0 = sustained_onset(hits)
     if i0 is None:
         return None
