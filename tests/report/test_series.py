@@ -83,3 +83,23 @@ def test_non_numbers_are_skipped_not_crashed(junk: object) -> None:
 ])
 def test_sysctl_lookup(sysctls: dict[str, Any] | None, name: str, want: float | None) -> None:
     assert sysctl(sysctls, name) == want
+
+
+def test_server_limits_come_from_server_sysctls() -> None:
+    lines = _lines("seed-2009")
+    s = extract(lines, {"net.ipv4.tcp_max_tw_buckets": 131072,
+                        "net.ipv4.tcp_max_orphans": 65536},
+                {"net.ipv4.tcp_max_tw_buckets": 1000, "net.ipv4.tcp_max_orphans": None})
+    assert s.peak("server.tw.limit") == 1000
+    assert s.peak("client.tw.limit") == 131072
+    # tcp_max_orphans is global: a server in a netns of this host shares the client's
+    assert s.peak("server.orphan.limit") == 65536
+
+
+def test_a_remote_servers_global_limits_are_not_guessed() -> None:
+    lines = _lines("seed-2009")
+    for ln in lines:
+        ln["server"]["where"] = "remote http://198.18.0.2:9464/metrics"
+    s = extract(lines, {"net.ipv4.tcp_max_orphans": 65536}, {})
+    assert s.peak("client.orphan.limit") == 65536
+    assert s.peak("server.orphan.limit") is None

@@ -55,9 +55,7 @@ def load(paths: Sequence[Path | str]) -> list[Loaded]:
     out = []
     for p in paths:
         run = open_run(p)
-        env = run.summary.get("environment") or {}
-        out.append(Loaded(run, extract(run.timeline(), env.get("sysctls")
-                                       if isinstance(env, dict) else None)))
+        out.append(Loaded(run, extract(run.timeline(), *run.sysctls())))
     return out
 
 

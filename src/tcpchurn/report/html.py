@@ -274,8 +274,7 @@ def write_report(run_dir: Path, out: Path | None = None, max_points: int = 1000)
     """
     run = open_run(run_dir)
     out = Path(out) if out is not None else run.path / "report.html"
-    env = run.summary.get("environment") or {}
-    series = extract(run.timeline(), env.get("sysctls") if isinstance(env, dict) else None)
+    series = extract(run.timeline(), *run.sysctls())
     plots = render_all([(run.label, series)], [run.summary.get("findings") or []],
                        max_points)
     out.parent.mkdir(parents=True, exist_ok=True)

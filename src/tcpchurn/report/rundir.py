@@ -32,6 +32,16 @@ class RunDir:
         """A short name for the run: the directory's name."""
         return self.path.resolve().name or str(self.path)
 
+    def sysctls(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The client's and the server side's sysctls (``environment.sysctls`` and
+        ``environment.server_sysctls``); empty when the summary has none."""
+        env = self.summary.get("environment")
+        if not isinstance(env, dict):
+            return {}, {}
+        client, server = env.get("sysctls"), env.get("server_sysctls")
+        return (client if isinstance(client, dict) else {},
+                server if isinstance(server, dict) else {})
+
     def timeline(self) -> Iterator[dict[str, Any]]:
         """Yield the timeline lines in order; a missing timeline yields nothing.
 

@@ -108,11 +108,18 @@ class Series:
 
 
 def extract(lines: Iterable[Mapping[str, Any]],
-            sysctls: Mapping[str, Any] | None = None) -> Series:
-    """Every plotted series of a timeline. ``sysctls`` supplies limits not in samples."""
+            sysctls: Mapping[str, Any] | None = None,
+            server_sysctls: Mapping[str, Any] | None = None) -> Series:
+    """Every plotted series of a timeline.
+
+    ``sysctls`` (the client's, ``environment.sysctls``) and ``server_sysctls``
+    (``environment.server_sysctls``) supply the limits that samples do not carry.
+    """
     s = Series()
-    tw_limit = sysctl(sysctls, "tcp_max_tw_buckets")
-    orphan_limit = sysctl(sysctls, "tcp_max_orphans")
+    limits = {"client": (sysctl(sysctls, "tcp_max_tw_buckets"),
+                         sysctl(sysctls, "tcp_max_orphans")),
+              "server": (sysctl(server_sysctls, "tcp_max_tw_buckets"),
+                         sysctl(server_sysctls, "tcp_max_orphans"))}
     prev_t = 0.0
     for line in lines:
         t = _num(line.get("t"))
@@ -127,8 +134,13 @@ def extract(lines: Iterable[Mapping[str, Any]],
         for side in SIDES:
             sample = line.get(side)
             if isinstance(sample, dict):
-                _kernel(s, side, t, sample, tw_limit if side == "client" else None,
-                        orphan_limit)
+                tw_limit, orphan_limit = limits[side]
+                if orphan_limit is None and side == "server" and not str(
+                        sample.get("where", "")).startswith("remote"):
+                    # tcp_max_orphans is global (absent in a child netns, KERNEL.md §2):
+                    # a server in a namespace of this host shares the client's value
+                    orphan_limit = limits["client"][1]
+                _kernel(s, side, t, sample, tw_limit, orphan_limit)
     return s
 
 
