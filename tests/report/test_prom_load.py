@@ -130,3 +130,32 @@ def test_mean_of_a_uniform_distribution() -> None:
     # 0..max uniform: the mean is max / 2
     pts = cdf_points({"p50": 5.0, "p90": 9.0, "p99": 9.9, "p999": 9.99, "max": 10.0})
     assert mean_of(pts) == pytest.approx(0.005)
+
+
+def test_served_over_http_next_to_the_kernel_metrics() -> None:
+    import socket
+    import urllib.request
+
+    from tcpchurn.report.prometheus import make_registry, start_server
+
+    registry = make_registry()
+    metrics = RunMetrics(registry)
+    KernelMetrics(registry, "client").update(_lines("healthy")[-1]["client"])
+    for ln in _lines("healthy"):
+        metrics.update(ln["load"])
+    with socket.socket() as s:  # a free loopback port
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    stop = start_server(registry, port)
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+    finally:
+        stop()
+    names = {fam.name for fam in text_string_to_metric_families(text)}
+    assert {"tcpchurn_connections_attempted", "tcpchurn_connection_latency_seconds",
+            "tcpchurn_tcp_time_wait"} <= names
+    samples = {s.name: s.value for fam in text_string_to_metric_families(text)
+               for s in fam.samples if not s.labels}
+    assert samples["tcpchurn_connections_attempted_total"] == sum(
+        ln["load"]["attempted"] for ln in _lines("healthy"))
