@@ -56,9 +56,15 @@ def test_server_closing_first_leaves_the_client_half_the_range(
         ports = _client_ports(p, 1000, client_closes=False)
         bound = tuple_bound(Plan(rate=1000, close="server"),
                             Sysctls({"ip_local_port_range": f"{LOW} {HIGH}"}))
+        tcp = next(ln for ln in p.read("net/sockstat").splitlines() if ln.startswith("TCP:"))
+        words = tcp.split()
+        tw = int(words[words.index("tw") + 1])
     assert all(port % 2 == 0 for port in ports)  # even ports only
     # 1,000 connections over exactly the 100 even ports: 100 distinct 4-tuples, the bound
     assert len(set(ports)) == bound == 100
+    # and the server's TIME_WAIT table holds one socket per 4-tuple, not one per connection:
+    # a new SYN on a 4-tuple in TIME_WAIT takes that socket over (tcp_timewait_state_process)
+    assert 0 < tw <= bound
 
 
 @pytest.mark.root
