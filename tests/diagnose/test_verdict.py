@@ -317,3 +317,24 @@ def test_dual_stack_note_from_sparse_dumps() -> None:
     timeline, summary = make_run(12, sparse)
     found = diagnose_run(timeline, summary).findings
     assert [(f.limit, f.onset_s, f.severity) for f in found] == [("dual_stack_tw", 4.0, "warning")]
+
+
+@pytest.mark.parametrize(("where", "somaxconn", "max_orphans"),
+                         [("netns srv", None, 131072), ("remote http://h:9100/", None, None)])
+def test_server_figures_use_only_sysctls_that_hold_there(where: str, somaxconn: int | None,
+                                                         max_orphans: int | None) -> None:
+    # The summary carries the client's sysctls: a server in another netns shares only the
+    # global ones (KERNEL.md §2), a remote server none.
+    def both(t: int, row: Row) -> None:
+        row["server"]["where"] = where
+        if t >= 3:
+            accept(row)
+            row["server"]["sockstat"]["orphan"] = 131072
+
+    timeline, summary = make_run(8, both)
+    found = {f.limit: f for f in diagnose_run(timeline, summary).findings}
+    assert found["accept_queue"].evidence["somaxconn"] == somaxconn
+    if max_orphans is None:
+        assert "orphans" not in found  # capacity unknown: no level to compare
+    else:
+        assert found["orphans"].evidence["max_orphans"] == max_orphans

@@ -171,7 +171,7 @@ def accept_queue(run: RunData, side: str) -> Evidence | None:
         "listener": listener,
         "queue_peak": queue,
         "backlog": backlog,
-        "somaxconn": run.sysctls.int("somaxconn"),
+        "somaxconn": run.sysctls_for(side).int("somaxconn"),
         "resets_total": sum(run.errors(i, "ECONNRESET") for i in range(len(run))),
     }
     severity = impact_severity(run, i0)
@@ -201,8 +201,8 @@ def syn_queue(run: RunData, side: str) -> Evidence | None:
         "per_s": round(per_second(run, i0, total), 1),
         "listener": listener,
         "backlog": backlog,
-        "syncookies": run.sysctls.int("tcp_syncookies"),
-        "max_syn_backlog": run.sysctls.int("tcp_max_syn_backlog"),
+        "syncookies": run.sysctls_for(side).int("tcp_syncookies"),
+        "max_syn_backlog": run.sysctls_for(side).int("tcp_max_syn_backlog"),
     }
     if sum(drops) == 0:
         return Evidence(run.start(i0), "warning", figures)  # cookies: connections still made
@@ -258,7 +258,7 @@ def server_refused(run: RunData, side: str) -> Evidence | None:
         "refused_total": sum(run.errors(i, "ECONNREFUSED") for i in range(len(run))),
         "reset_total": sum(run.errors(i, "ECONNRESET") for i in range(len(run))),
         "share": round(total / attempted, 3) if attempted else None,
-        "abort_on_overflow": run.sysctls.int("tcp_abort_on_overflow"),
+        "abort_on_overflow": run.sysctls_for(side).int("tcp_abort_on_overflow"),
     }
     severity = impact_severity(run, i0)
     return Evidence(onset, "degraded" if severity == "warning" else severity, figures)

@@ -82,7 +82,7 @@ def compute_headroom(run: RunData) -> list[Headroom]:
             )
             rows.append(_row("conntrack_full", side, peak(run, side, "conntrack", "count"),
                              cap, cap / hold))
-        tw_cap = run.sysctls.int("tcp_max_tw_buckets") if side == "client" else None
+        tw_cap = run.sysctls_for(side).int("tcp_max_tw_buckets")
         tw_peak = peak(run, side, "sockstat", "tw")
         if tw_peak is not None:
             rows.append(_row("tw_buckets", side, tw_peak, float(tw_cap) if tw_cap else None,

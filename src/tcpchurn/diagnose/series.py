@@ -25,6 +25,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from tcpchurn.diagnose.sysctls import Sysctls
+from tcpchurn.kernel.sysctl import SYSCTLS
+
+# Sysctls one value of which holds for every namespace of a host (KERNEL.md §2).
+GLOBAL_SYSCTLS = frozenset(s.name for s in SYSCTLS if s.scope == "global")
 
 SUSTAIN = 2  # consecutive intervals for a condition to count as a limit, not noise
 ERROR_SHARE = 0.01  # an error kind counts in an interval above 1% of attempted ...
@@ -96,6 +100,23 @@ class RunData:
 
     def __post_init__(self) -> None:
         self.loopback = is_loopback_target(self.summary.get("target"))
+
+    def sysctls_for(self, side: str) -> Sysctls:
+        """The sysctls known for ``side``: the run's (the client's namespace) for the
+        client and for a server sharing it; only the global ones for a server in another
+        namespace of this host (a new netns starts from kernel defaults, KERNEL.md §2);
+        none for a remote server."""
+        if side == "client" or self.loopback or not self.has_side("server"):
+            return self.sysctls
+        where = ""
+        for i in range(len(self)):
+            sample = self.sample(i, "server")
+            if sample is not None:
+                where = str(sample.get("where") or "")
+                break
+        if where.startswith(("netns", "pid", "host")):
+            return self.sysctls.restricted(GLOBAL_SYSCTLS)
+        return self.sysctls.restricted(frozenset())
 
     def __len__(self) -> int:
         return len(self.timeline)

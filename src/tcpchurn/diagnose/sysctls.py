@@ -89,12 +89,27 @@ def _numbers(value: object) -> list[int] | None:
 class Sysctls:
     """Sysctl values by name, tolerant of where they came from and of absent ones."""
 
-    def __init__(self, source: SysctlSource | Mapping[str, object] | None = None) -> None:
+    def __init__(
+        self,
+        source: SysctlSource | Mapping[str, object] | None = None,
+        only: frozenset[str] | None = None,
+    ) -> None:
         self._source = source
+        self._only = only  # full names this view may answer; None: all
+
+    def restricted(self, names: frozenset[str]) -> Sysctls:
+        """The same values, but only for ``names`` (full names); the rest read as absent.
+
+        The diagnosis has the client's sysctls; for a server in another namespace only the
+        global ones are the same (KERNEL.md §2), and for a remote server none are.
+        """
+        return Sysctls(self._source, names if self._only is None else names & self._only)
 
     def raw(self, name: str) -> object:
         """The value as the source holds it, ``None`` when absent."""
         if self._source is None:
+            return None
+        if self._only is not None and full_name(name) not in self._only:
             return None
         full = full_name(name)
         value = None

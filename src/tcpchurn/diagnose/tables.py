@@ -43,7 +43,7 @@ def conntrack_full(run: RunData, side: str) -> Evidence | None:
     cap = highest(maxes)
     timeout = (
         run.value(i0, side, "conntrack", "timeouts", "time_wait")
-        or run.sysctls.int("nf_conntrack_tcp_timeout_time_wait")
+        or run.sysctls_for(side).int("nf_conntrack_tcp_timeout_time_wait")
         or 120.0
     )
     rate = run.rate()
@@ -75,7 +75,7 @@ def tw_buckets(run: RunData, side: str) -> Evidence | None:
     i0 = sustained_onset([v >= ERROR_MIN for v in overflow])
     tws = series_of(run, side, "sockstat", "tw")
     # The client's sysctls are in the summary; for the server only its own plateau tells.
-    cap = run.sysctls.int("tcp_max_tw_buckets") if side == "client" or run.loopback else None
+    cap = run.sysctls_for(side).int("tcp_max_tw_buckets")
     if i0 is None:
         found = level_onset(run, tws, [cap] * len(run)) if cap else None
         if found is None:
@@ -100,7 +100,7 @@ def tw_buckets(run: RunData, side: str) -> Evidence | None:
 # --- G/H. orphans and memory ----------------------------------------------------------
 def orphans(run: RunData, side: str) -> Evidence | None:
     """sockstat ``orphan`` at ``tcp_max_orphans`` (global) (§1 G)."""
-    cap = run.sysctls.int("tcp_max_orphans")
+    cap = run.sysctls_for(side).int("tcp_max_orphans")
     levels = series_of(run, side, "sockstat", "orphan")
     found = level_onset(run, levels, [cap] * len(run))
     if found is None:
@@ -112,7 +112,7 @@ def orphans(run: RunData, side: str) -> Evidence | None:
         "orphan_peak": highest(levels),
         "max_orphans": cap,
         "abort_on_memory_total": sum(aborts),
-        "orphan_retries": run.sysctls.int("tcp_orphan_retries"),
+        "orphan_retries": run.sysctls_for(side).int("tcp_orphan_retries"),
     }
     if label == "near":
         return Evidence(onset, "warning", figures)
@@ -123,7 +123,7 @@ def orphans(run: RunData, side: str) -> Evidence | None:
 def tcp_mem(run: RunData, side: str) -> Evidence | None:
     """TCP memory pressure: ``TCPMemoryPressures`` or sockstat ``mem`` above ``tcp_mem[1]``
     (§1 H)."""
-    limits = run.sysctls.ints("tcp_mem")
+    limits = run.sysctls_for(side).ints("tcp_mem")
     pressure = float(limits[1]) if limits and len(limits) == 3 else None
     mems = series_of(run, side, "sockstat", "mem")
     pressures = deltas(run, side, "TcpExt", "TCPMemoryPressures")
@@ -196,7 +196,7 @@ def netdev_backlog(run: RunData, side: str) -> Evidence | None:
         **common_figures(run, i0),
         "drops_total": sum(drops),
         "drops_per_s": round(per_second(run, i0, drops), 1),
-        "netdev_max_backlog": run.sysctls.int("netdev_max_backlog"),
+        "netdev_max_backlog": run.sysctls_for(side).int("netdev_max_backlog"),
     }
     severity = impact_severity(run, i0)
     return Evidence(run.start(i0), "degraded" if severity == "warning" else severity, figures)

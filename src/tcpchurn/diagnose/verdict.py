@@ -131,7 +131,7 @@ def _finding(rule: Rule, side: str, found: Evidence, run: RunData) -> Finding:
         side=side,
         close=run.closes_first(),
         source_ips=len(sources) if isinstance(sources, list) and sources else 1,
-        sysctls=run.sysctls,
+        sysctls=run.sysctls_for(side),
         evidence=found.figures,
     )
     return Finding(
