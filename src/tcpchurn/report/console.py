@@ -197,9 +197,11 @@ class DashboardState:
         load = line.get("load") or {}
         for key in ("attempted", "ok", "failed", "late", "skipped"):
             setattr(self, key, getattr(self, key) + int(load.get(key) or 0))
+        first = load.get("first_error_s") or {}
         for name, count in (load.get("errors") or {}).items():
             self.errors[name] = self.errors.get(name, 0) + int(count)
-            self.first_error_s.setdefault(name, float(line.get("t") or 0.0))
+            # The engine's exact first time when it gives one, else the interval's end.
+            self.first_error_s.setdefault(name, float(first.get(name, line.get("t") or 0.0)))
 
 
 def render_dashboard(state: DashboardState) -> RenderableType:

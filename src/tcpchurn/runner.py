@@ -1,0 +1,435 @@
+"""One run: the load, the kernel samples beside it, the files, and the verdict.
+
+:func:`run` is the library entry point behind ``tcpchurn run`` (the CLI only parses
+options into a :class:`RunConfig` and renders).  Per interval it pairs the merged load
+interval of the worker pool (schema §2) with a kernel sample of the client side and, when
+asked, of the server side (§1) into one timeline line (§3), writes and flushes it,
+updates Prometheus and calls ``on_interval``.  At the end it writes summary.json (§4):
+also after Ctrl-C or SIGTERM, with ``interrupted: true``.
+
+Why the kernel is sampled here and not in the workers: the tables (sockstat, conntrack,
+TIME_WAIT) are per network namespace, not per process, so one sample per interval in the
+parent covers every worker; the workers only measure connections.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import os
+import resource
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from tcpchurn import __version__
+from tcpchurn.environment import read_sysctl_values, take_environment
+from tcpchurn.kernel.procfs import Procfs
+from tcpchurn.kernel.snapshot import KernelSnapshot
+from tcpchurn.load.config import LoadConfig, parse_target
+from tcpchurn.load.engine import raise_nofile
+from tcpchurn.report.files import TimelineWriter, read_timeline, write_summary
+
+if TYPE_CHECKING:
+    from tcpchurn.server import ServerConfig
+
+TimelineLine = dict[str, Any]
+OnInterval = Callable[[TimelineLine], None]
+OnStart = Callable[[dict[str, Any], dict[str, Any]], None]
+
+# Full per-state socket dumps walk the whole ehash: ~40-90 ms with 100k+ TIME_WAIT
+# sockets (KERNEL.md §4), so they run only every DETAIL_EVERY intervals; sockstat,
+# counters, conntrack and LISTEN queues are read every interval (< 1 ms).
+DETAIL_EVERY = 5
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything one run needs; frozen and picklable.
+
+    ``builtin_server`` set means: start :mod:`tcpchurn.server` on 127.0.0.1 with an
+    ephemeral port and aim ``load`` at it (its target is replaced once the port is known).
+    """
+
+    load: LoadConfig
+    builtin_server: ServerConfig | None = None
+    watch_netns: str | None = None
+    watch_pid: int | None = None
+    watch_remote: str | None = None
+    out_dir: Path = Path("tcpchurn-out")
+    prometheus_port: int | None = None
+    html: bool = False
+    quiet: bool = False
+    detail_every: int = DETAIL_EVERY
+
+    @property
+    def target_label(self) -> str:
+        """How the target is shown before the run (the built-in server has no port yet)."""
+        if self.builtin_server is not None:
+            return "built-in server on 127.0.0.1"
+        return str(self.load.target.url)
+
+    def to_json(self) -> dict[str, Any]:
+        """The config as given, for ``config`` in summary.json."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self.load):
+            out[f.name] = _jsonable(getattr(self.load, f.name))
+        for f in dataclasses.fields(self):
+            if f.name != "load":
+                out[f.name] = _jsonable(getattr(self, f.name))
+        return out
+
+
+def _jsonable(value: Any) -> Any:
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    url = getattr(value, "url", None)
+    if isinstance(url, str):
+        return url
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    return str(value)
+
+
+@dataclass
+class RunResult:
+    """What :func:`run` hands back: the summary (as written) and where the files are."""
+
+    out_dir: Path
+    summary: dict[str, Any]
+    intervals: int
+    interrupted: bool
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def target_never_worked(self) -> bool:
+        """Every connection failed: the target is unreachable, refuses or misbehaves."""
+        conns = self.summary["connections"]
+        return bool(conns["ok"] == 0 and conns["failed"] > 0)
+
+    @property
+    def exit_code(self) -> int:
+        """The exit code of cli/__init__.py: 130, 3, 1 or 0."""
+        if self.interrupted:
+            return 130
+        if self.target_never_worked:
+            return 3
+        conns = self.summary["connections"]
+        if self.summary["findings"] or conns["failed"] or self.summary["generator_saturated"]:
+            return 1
+        return 0
+
+
+class _Side:
+    """Kernel samples of one side (client, or the watched server) with their deltas."""
+
+    def __init__(self, procfs: Procfs | None = None, remote: str | None = None) -> None:
+        self.procfs = procfs
+        self.remote: Any = None
+        self.t0 = time.monotonic()
+        self.pid: int | None = None  # whose descriptors to count (a worker, the server)
+        self._prev: KernelSnapshot | None = None
+        if remote is not None:
+            from tcpchurn.report.remote import RemoteWatcher
+
+            self.remote = RemoteWatcher(remote)
+
+    def sample(self, detail: bool) -> dict[str, Any]:
+        """One §1 sample, with ``*_delta`` against this side's previous one."""
+        if self.remote is not None:
+            sample: dict[str, Any] = self.remote.sample()
+            sample["t"] = round(time.monotonic() - self.t0, 6)
+            return sample
+        snap = KernelSnapshot.take(self.procfs, pid=self.pid, detail=detail, t0=self.t0)
+        out = snap.to_json(self._prev)
+        self._prev = snap
+        return out
+
+    def sysctls(self) -> dict[str, Any]:
+        """The sysctls of this side (empty for a remote one: it only exports samples)."""
+        return read_sysctl_values(self.procfs) if self.procfs is not None else {}
+
+    def close(self) -> None:
+        if self.procfs is not None:
+            self.procfs.close()
+
+
+class _StopFlag:
+    """Set by SIGINT/SIGTERM; the run stops the load at the next interval boundary."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.on_set: Callable[[], None] | None = None
+
+    def handler(self, signum: int, frame: FrameType | None) -> None:
+        first = self.signum is None
+        self.signum = signum
+        if first and self.on_set is not None:
+            self.on_set()
+
+
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+@contextmanager
+def _signals_stop(flag: _StopFlag) -> Iterator[None]:
+    """Route SIGINT and SIGTERM to ``flag`` for the duration of the load (main thread)."""
+    if not _main_thread():
+        yield
+        return
+    old = {s: signal.signal(s, flag.handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def fd_estimate(cfg: RunConfig) -> int:
+    """Descriptors one worker may hold at once: its rate x the longest lifetime.
+
+    A connection holds its fd from ``socket()`` until ``close()``: at worst the full
+    ``--timeout`` (TIME_WAIT sockets hold none: KERNEL.md §I).
+    """
+    workers = max(int(cfg.load.workers or os.cpu_count() or 1), 1)
+    per_worker = float(cfg.load.rate) / workers
+    if cfg.load.max_inflight:
+        return min(int(per_worker * cfg.load.timeout) + 1, int(cfg.load.max_inflight))
+    return int(per_worker * float(cfg.load.timeout)) + 1
+
+
+def preflight_warnings(cfg: RunConfig) -> list[str]:
+    """Warnings worth showing before the run starts (rate x lifetime vs RLIMIT_NOFILE)."""
+    warnings = []
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    usable = hard if hard != resource.RLIM_INFINITY else soft
+    need = fd_estimate(cfg)
+    if usable != resource.RLIM_INFINITY and need > usable:
+        warnings.append(
+            f"each worker may need up to {need:,} file descriptors (rate {cfg.load.rate:g}/s "
+            f"/ workers x --timeout {cfg.load.timeout:g} s) but RLIMIT_NOFILE is {usable:,}: "
+            "expect EMFILE; raise it with `ulimit -n` or `prlimit`, or lower --timeout"
+        )
+    return warnings
+
+
+class _Prometheus:
+    """Live metrics on ``--prometheus PORT`` (tcpchurn.report.prometheus / prom_load)."""
+
+    def __init__(self, port: int, watched: bool) -> None:
+        from tcpchurn.report import prom_load, prometheus
+
+        self.registry = prometheus.make_registry()
+        self.client = prometheus.KernelMetrics(self.registry, "client")
+        self.server = prometheus.KernelMetrics(self.registry, "server") if watched else None
+        self.load = prom_load.RunMetrics(self.registry)
+        self.stop: Callable[[], None] = prometheus.start_server(self.registry, port)
+
+    def update(self, line: Mapping[str, Any]) -> None:
+        self.load.update(line["load"])
+        if line["client"] is not None:
+            self.client.update(line["client"])
+        if self.server is not None and line["server"] is not None:
+            self.server.update(line["server"])
+
+
+def _diagnose(
+    timeline: list[dict[str, Any]], summary: dict[str, Any]
+) -> tuple[list[Any], list[Any]]:
+    """Findings and headroom from tcpchurn.diagnose.verdict, or ([], []) without it."""
+    try:
+        from tcpchurn.diagnose.verdict import diagnose_run
+    except ImportError:
+        return [], []
+    verdict = diagnose_run(timeline, summary)
+    return [f.to_json() for f in verdict.findings], [h.to_json() for h in verdict.headroom]
+
+
+def _write_html(out_dir: Path) -> Path | None:
+    try:
+        from tcpchurn.report.html import write_report
+    except ImportError:
+        return None
+    return write_report(out_dir)
+
+
+def build_summary(
+    *,
+    totals: Mapping[str, Any],
+    started: float,
+    duration_s: float,
+    interrupted: bool,
+    target: str,
+    environment: Mapping[str, Any],
+    config: Mapping[str, Any],
+    warnings: list[str],
+) -> dict[str, Any]:
+    """summary.json (schema §4) before the diagnosis fills ``findings``/``headroom``.
+
+    ``totals`` is ``RunTotals.to_json()``.  ``generator_saturated`` (an added key) is true
+    when any due connection was skipped: the schedule was not kept by tcpchurn itself.
+    :func:`run` also sets it when the diagnosis finds ``generator_saturated`` (rate
+    behind, or schedule lag sustained); a few ``late`` starts (> 1 ms) on a busy machine
+    are only counted.
+    """
+    conns = dict(totals["connections"])
+    summary: dict[str, Any] = {
+        "tcpchurn_version": __version__,
+        "started": datetime.datetime.fromtimestamp(started, datetime.UTC).strftime(
+            "%Y-%m-%dT%H:%M:%S.%fZ"
+        ),
+        "duration_s": round(duration_s, 3),
+        "interrupted": interrupted,
+        "target": target,
+    }
+    summary.update(totals)
+    summary["connections"] = conns
+    summary.update(
+        {
+            "generator_saturated": bool(conns.get("skipped")),
+            "environment": dict(environment),
+            "findings": [],
+            "headroom": [],
+            "warnings": list(warnings),
+            "config": dict(config),
+        }
+    )
+    return summary
+
+
+def _open_server_side(cfg: RunConfig) -> _Side | None:
+    if cfg.watch_netns is not None or cfg.watch_pid is not None:
+        return _Side(Procfs(netns=cfg.watch_netns, pid=cfg.watch_pid))
+    if cfg.watch_remote is not None:
+        return _Side(remote=cfg.watch_remote)
+    return None
+
+
+def run(
+    cfg: RunConfig,
+    on_interval: OnInterval | None = None,
+    on_start: OnStart | None = None,
+) -> RunResult:
+    """Run the load described by ``cfg``; write timeline.jsonl and summary.json.
+
+    ``on_start(environment, server_sysctls)`` is called once before the first interval and
+    ``on_interval(line)`` after each timeline line is written (the dashboard).  SIGINT and
+    SIGTERM stop the load at the next interval and the files are still written, with
+    ``interrupted: true``.  Usage errors (unknown namespace, bad target) raise before any
+    file is created.
+    """
+    from tcpchurn.load.stats import RunTotals
+    from tcpchurn.load.workers import WorkerPool
+
+    warnings = preflight_warnings(cfg)
+    raise_nofile()
+    flag = _StopFlag()
+    with ExitStack() as stack:
+        client = _Side(Procfs())
+        stack.callback(client.close)
+        server_side = _open_server_side(cfg)
+        if server_side is not None:
+            stack.callback(server_side.close)
+        load = cfg.load
+        if cfg.builtin_server is not None:
+            from tcpchurn.server import spawn
+
+            # Spawned with SIGINT ignored (the disposition survives exec, and Python keeps
+            # an inherited SIG_IGN): a Ctrl-C reaches the whole process group, and the
+            # server must outlive the load's graceful stop.
+            old = signal.signal(signal.SIGINT, signal.SIG_IGN) if _main_thread() else None
+            try:
+                srv = stack.enter_context(spawn(cfg.builtin_server))
+            finally:
+                if old is not None:
+                    signal.signal(signal.SIGINT, old)
+            load = dataclasses.replace(
+                load, target=parse_target(f"http://127.0.0.1:{srv.port}/")
+            )
+        target = load.target
+        environment = take_environment(
+            client.procfs or Procfs(),
+            source_ips=[str(ip) for ip in (load.source_ips or ())],
+            target=(target.host, target.port, target.family),
+        )
+        if on_start is not None:
+            on_start(environment, server_side.sysctls() if server_side else {})
+        writer = stack.enter_context(TimelineWriter(cfg.out_dir))
+        prom: _Prometheus | None = None
+        if cfg.prometheus_port is not None:
+            prom = _Prometheus(cfg.prometheus_port, server_side is not None)
+            stack.callback(prom.stop)
+        # Baselines, so that the first written line already has per-interval deltas.
+        client.sample(detail=False)
+        if server_side is not None:
+            server_side.sample(detail=False)
+        pool = WorkerPool(load)
+        stack.callback(pool.close)
+        totals = RunTotals()
+        intervals = 0
+        started = time.time()
+        with _signals_stop(flag):
+            flag.on_set = pool.stop
+            try:
+                pool.start()
+                for interval in pool.intervals():
+                    intervals += 1
+                    # The end of the interval on the load's own clock (schema §3: ``t``
+                    # is seconds since the start), so lines are 1.0, 2.0, ... exactly.
+                    t = round(interval.t0 + interval.length, 6)
+                    # Full dumps every detail_every intervals, and always on the last
+                    # one so the summary's diagnosis sees where the ports went.
+                    detail = intervals % max(cfg.detail_every, 1) == 0 or (
+                        t >= load.duration - 1e-6 or flag.signum is not None
+                    )
+                    line: TimelineLine = {
+                        "t": t,
+                        "time": time.time(),
+                        "load": interval.to_json(),
+                        "client": client.sample(detail),
+                        "server": server_side.sample(detail) if server_side else None,
+                    }
+                    writer.write(line)
+                    totals.add(interval)
+                    if prom is not None:
+                        prom.update(line)
+                    if on_interval is not None:
+                        on_interval(line)
+            except KeyboardInterrupt:
+                # A second Ctrl-C while stopping lands here: keep what we measured.
+                flag.signum = signal.SIGINT
+                pool.stop()
+        writer.close()
+    interrupted = flag.signum is not None
+    summary = build_summary(
+        totals=totals.to_json(),
+        started=started,
+        # The load's own clock: scheduling time, without the final drain of in-flight
+        # connections (up to --timeout) and without process start-up.
+        duration_s=totals.duration,
+        interrupted=interrupted,
+        target=str(target.url),
+        environment=environment,
+        config=cfg.to_json(),
+        warnings=warnings,
+    )
+    write_summary(cfg.out_dir, summary)
+    findings, headroom = _diagnose(list(read_timeline(cfg.out_dir)), summary)
+    summary["findings"], summary["headroom"] = findings, headroom
+    if any(f.get("limit") == "generator_saturated" for f in findings):
+        summary["generator_saturated"] = True
+    write_summary(cfg.out_dir, summary)
+    if cfg.html:
+        _write_html(cfg.out_dir)
+    return RunResult(cfg.out_dir, summary, intervals, interrupted, warnings)

@@ -1,0 +1,93 @@
+"""`tcpchurn run` as a user types it: bad input is one line on stderr and exit 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tcpchurn.cli.run import parse_duration
+from tcpchurn.cli.run_config import parse_rate
+from tcpchurn.errors import BadValue
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tcpchurn", "run", *args],
+        capture_output=True, text=True, timeout=30, cwd=cwd,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["ftp://127.0.0.1/"], "'ftp'"),
+        (["http://127.0.0.1:99999/"], "99999"),
+        (["http://127.0.0.1:http/"], "'http'"),
+        (["127.0.0.1"], "give a port"),
+        (["http://no-such-host.invalid/"], "no-such-host.invalid"),
+        (["--rate", "0"], "--rate: '0'"),
+        (["--rate", "-5"], "--rate: '-5'"),
+        (["--rate", "lots"], "--rate: 'lots'"),
+        (["--duration", "0"], "--duration: '0'"),
+        (["--duration", "-1s"], "--duration: '-1s'"),
+        (["--duration", "10 parsecs"], "--duration: '10 parsecs'"),
+        (["--timeout", "0"], "--timeout: '0'"),
+        (["--ramp", "20", "--duration", "10"], "--ramp"),
+        (["--source-ip", "192.0.2.77"], "192.0.2.77"),
+        (["--source-ip", "not-an-ip"], "not-an-ip"),
+        (["--watch-netns", "tcpchurn-t-does-not-exist"], "tcpchurn-t-does-not-exist"),
+        (["--watch-pid", "999999999"], "999999999"),
+        (["--workers", "0"], "--workers"),
+        (["--arrival", "bursty"], "bursty"),
+        (["--prometheus", "70000"], "70000"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(args: list[str], needle: str, tmp_path: Path) -> None:
+    proc = _run(*args, "--out", str(tmp_path / "out"), "--quiet")
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert needle in lines[0]
+    assert proc.stdout == ""
+    # Nothing was started, so nothing was written.
+    assert not (tmp_path / "out").exists()
+
+
+def test_help_teaches_close_modes_and_source_ips() -> None:
+    proc = _run("--help")
+    assert proc.returncode == 0
+    for needle in ("--close server", "--close client", "--close reset", "TIME_WAIT",
+                   "EADDRNOTAVAIL", "--source-ip", "Examples:", "2m"):
+        assert needle in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("10", 10.0), ("10s", 10.0), ("2m", 120.0), ("1.5h", 5400.0), ("250ms", 0.25),
+     (" 3 s ", 3.0)],
+)
+def test_durations(text: str, seconds: float) -> None:
+    assert parse_duration("--duration", text) == seconds
+
+
+def test_zero_ramp_is_allowed_but_zero_duration_is_not() -> None:
+    assert parse_duration("--ramp", "0", allow_zero=True) == 0.0
+    with pytest.raises(BadValue, match="--duration: '0s'"):
+        parse_duration("--duration", "0s")
+
+
+@pytest.mark.parametrize(("text", "rate"), [("1000", 1000.0), ("2.5", 2.5), ("5k", 5000.0)])
+def test_rates(text: str, rate: float) -> None:
+    assert parse_rate(text) == rate
+
+
+@pytest.mark.parametrize("text", ["0", "-1", "nan", "inf", "", "k"])
+def test_bad_rates(text: str) -> None:
+    with pytest.raises(BadValue, match="--rate"):
+        parse_rate(text)
