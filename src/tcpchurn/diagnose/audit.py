@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from tcpchurn.diagnose.forecast import TW_LEN_S, Plan, port_count, tw_reuse_active
+from tcpchurn.diagnose.forecast import TW_LEN_S, Plan, port_count, tuple_bound, tw_reuse_active
 from tcpchurn.diagnose.sysctls import Sysctls
 from tcpchurn.kernel.sysctl import SysctlSnapshot
 
@@ -57,7 +57,7 @@ def _reuse(v: Any, s: Sysctls, p: Plan) -> str:
     tail = " (needs tcp_timestamps, which are off here)" if s.int("tcp_timestamps") == 0 else ""
     if p.close == "client":
         active = tw_reuse_active(p, s)
-        ceiling = ports / 1.0 if active else ports / TW_LEN_S
+        ceiling = ports / 1.0 if active else ports // TW_LEN_S
         tail += (f"; with the client closing first this plan's ceiling is about "
                  f"{ceiling:,.0f}/s per destination tuple")
     else:
@@ -68,15 +68,17 @@ def _reuse(v: Any, s: Sysctls, p: Plan) -> str:
 def _max_tw(v: Any, s: Sysctls, p: Plan) -> str:
     if v is None:
         return "unknown"
-    need = p.rate * TW_LEN_S
+    # One TIME_WAIT socket per 4-tuple at most: a new SYN takes over its tuple's socket.
+    need = min(p.rate * TW_LEN_S, float(tuple_bound(p, s)))
     verdict = "fits" if need <= v else "overflows (TcpExtTCPTimeWaitOverflow; mostly harmless)"
-    return (f"cap on TIME_WAIT sockets ({v / TW_LEN_S:,.0f}/s sustained); the side closing "
-            f"first holds {p.rate:g}/s x 60 s = {need:,.0f}: {verdict}. Never lower it")
+    return (f"cap on TIME_WAIT sockets ({v // TW_LEN_S:,.0f}/s sustained); the side closing "
+            f"first holds min({p.rate:g}/s x 60 s, 4-tuples) = {need:,.0f}: {verdict}. "
+            "Never lower it")
 
 
 def _range(v: Any, s: Sysctls, p: Plan) -> str:
     ports = port_count(s)
-    return (f"{ports:,} usable ports per (src ip, dst ip, dst port); {ports / TW_LEN_S:,.0f}/s "
+    return (f"{ports:,} usable ports per (src ip, dst ip, dst port); {ports // TW_LEN_S:,.0f}/s "
             f"per destination when the client closes first without tcp_tw_reuse")
 
 
@@ -140,7 +142,7 @@ def _ct_max(v: Any, s: Sysctls, p: Plan) -> str:
     extra = "" if buckets is None or buckets >= v else \
         f"; buckets {buckets:,} < max: chains longer than 1 on average"
     return (f"entries per netns (global value, read-only outside the initial netns): "
-            f"{v / hold:,.0f}/s sustained at {hold} s per entry{extra}")
+            f"{v // hold:,}/s sustained at {hold} s per entry{extra}")
 
 
 # The §7 list first (in its order), then the other limits the forecast reads.
