@@ -163,6 +163,19 @@ def test_ten_minute_run_is_small_and_fast(tmp_path: Path) -> None:
     assert timeline_lines == 6000  # the data is never truncated
 
 
+def test_a_run_with_nothing_in_it_still_renders(tmp_path: Path) -> None:
+    # interrupted at once: an empty timeline and a summary of nulls
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "summary.json").write_text(json.dumps(
+        {"connections": None, "latency_ms": {"connect": None}, "findings": [{"limit": "x"}],
+         "environment": {"sysctls": None}, "headroom": [{}], "interrupted": True}))
+    (run / "timeline.jsonl").write_text("")
+    page = _page(write_report(run))
+    assert sorted(page.figures) == sorted(PLOT_IDS)
+    assert page.cells["connections.attempted"] is None
+
+
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "tcpchurn", *args], capture_output=True,
                           text=True, timeout=120)
@@ -180,6 +193,11 @@ def _corrupt_line(run: Path) -> None:
     (lambda run: (run / "summary.json").write_text("{not json"), "summary.json is not JSON"),
     (lambda run: (run / "summary.json").write_text("[1, 2]"), "not a JSON object"),
     (_corrupt_line, "timeline.jsonl line 7 is not JSON"),
+    (lambda run: (run / "timeline.jsonl").write_text("[1]\n"), "line 1 is not a JSON object"),
+    (lambda run: (run / "summary.json").write_text('{"findings": [{}, 5]}'),
+     "'findings' item 1 is int, not an object"),
+    (lambda run: (run / "summary.json").write_text('{"latency_ms": {"connect": [1]}}'),
+     "'latency_ms'.connect is list, not an object"),
 ])
 def test_bad_run_dir_is_one_line_and_exit_2(tmp_path: Path, breakage: Any,
                                             message: str) -> None:

@@ -88,4 +88,42 @@ def open_run(path: Path | str) -> RunDir:
         raise BadValue("RUN_DIR", str(p), f"{SUMMARY} is not JSON ({exc}): {HINT}") from None
     if not isinstance(summary, dict):
         raise BadValue("RUN_DIR", str(p), f"{SUMMARY} is not a JSON object: {HINT}")
+    problem = check_summary(summary)
+    if problem:
+        raise BadValue("RUN_DIR", str(p), f"{SUMMARY}: {problem}: re-record the run")
     return RunDir(p, summary)
+
+
+# Keys of schema §4 whose JSON type the report relies on; any of them may be null/absent.
+_OBJECTS = ("connections", "errors", "first_error_s", "latency_ms",
+            "latency_from_actual_start_ms", "environment", "config")
+_LISTS_OF_OBJECTS = ("findings", "headroom")
+
+
+def check_summary(summary: dict[str, Any]) -> str | None:
+    """What is structurally wrong with a summary (schema §4), or ``None``.
+
+    >>> check_summary({"findings": [{"limit": "x"}, 5]})
+    "'findings' item 1 is int, not an object"
+    """
+    for key in _OBJECTS:
+        v = summary.get(key)
+        if v is not None and not isinstance(v, dict):
+            return f"{key!r} is {type(v).__name__}, not an object"
+    for key in ("latency_ms", "latency_from_actual_start_ms"):
+        for kind, v in (summary.get(key) or {}).items():
+            if v is not None and not isinstance(v, dict):
+                return f"{key!r}.{kind} is {type(v).__name__}, not an object"
+    sysctls = (summary.get("environment") or {}).get("sysctls")
+    if sysctls is not None and not isinstance(sysctls, dict):
+        return f"'environment'.sysctls is {type(sysctls).__name__}, not an object"
+    for key in _LISTS_OF_OBJECTS:
+        v = summary.get(key)
+        if v is None:
+            continue
+        if not isinstance(v, list):
+            return f"{key!r} is {type(v).__name__}, not a list"
+        for i, item in enumerate(v):
+            if not isinstance(item, dict):
+                return f"{key!r} item {i} is {type(item).__name__}, not an object"
+    return None
