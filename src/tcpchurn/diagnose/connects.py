@@ -8,7 +8,7 @@ table in :mod:`tcpchurn.diagnose.rules`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from tcpchurn.diagnose.evidence import (
@@ -51,13 +51,7 @@ def _port_count(run: RunData) -> float | None:
 def _busiest_destination(run: RunData) -> tuple[str | None, float | None, float | None]:
     best: tuple[str | None, float | None, float | None] = (None, None, None)
     for i in range(len(run)):
-        sample = run.sample(i, "client")
-        dests = sample.get("destinations") if sample else None
-        if not isinstance(dests, Sequence):
-            continue
-        for dest in dests:
-            if not isinstance(dest, Mapping):
-                continue
+        for dest in run.entries(i, "client", "destinations"):
             sockets = dest.get("sockets")
             if isinstance(sockets, (int, float)) and (best[1] is None or sockets > best[1]):
                 rng = dest.get("port_range")
@@ -99,6 +93,12 @@ def ephemeral_ports(run: RunData, side: str) -> Evidence | None:
     return Evidence(onset, "degraded" if severity == "warning" else severity, figures)
 
 
+def _source_count(run: RunData) -> int:
+    env = run.summary.get("environment")
+    sources = env.get("source_addresses") if isinstance(env, Mapping) else None
+    return len(sources) if isinstance(sources, list) and sources else 1
+
+
 def bind_port_conflict(run: RunData, side: str) -> Evidence | None:
     """``bind()`` failing with EADDRINUSE: a port taken per bind, not per 4-tuple (§1 C)."""
     found = error_evidence(run, ["EADDRINUSE"])
@@ -111,9 +111,7 @@ def bind_port_conflict(run: RunData, side: str) -> Evidence | None:
         "errors_total": total,
         "errors_per_s": round(per_second(run, i0, errs), 1),
         "port_range": _port_count(run),
-        "source_addresses": len(
-            (run.summary.get("environment") or {}).get("source_addresses") or []
-        ) or 1,
+        "source_addresses": _source_count(run),
     }
     severity = impact_severity(run, i0)
     return Evidence(onset, "degraded" if severity == "warning" else severity, figures)
@@ -123,17 +121,12 @@ def bind_port_conflict(run: RunData, side: str) -> Evidence | None:
 def _listen_peak(run: RunData, side: str) -> tuple[str | None, float | None, float | None]:
     best: tuple[str | None, float | None, float | None] = (None, None, None)
     for i in range(len(run)):
-        sample = run.sample(i, side)
-        listeners = sample.get("listen") if sample else None
-        if not isinstance(listeners, Sequence):
-            continue
-        for lst in listeners:
-            if not isinstance(lst, Mapping):
-                continue
+        for lst in run.entries(i, side, "listen"):
             q = lst.get("queue")
             if isinstance(q, (int, float)) and (best[1] is None or q > best[1]):
                 b = lst.get("backlog")
-                best = (str(lst.get("local")), float(q), float(b) if b is not None else None)
+                backlog = float(b) if isinstance(b, (int, float)) else None
+                best = (str(lst.get("local")), float(q), backlog)
     return best
 
 
@@ -142,11 +135,9 @@ def _listen_full(run: RunData, side: str) -> list[bool]:
     ``ack_backlog > max_ack_backlog``, so the queue holds one more than the backlog)."""
     hits = []
     for i in range(len(run)):
-        sample = run.sample(i, side)
-        listeners = sample.get("listen") if sample else None
         full = False
-        for lst in listeners if isinstance(listeners, Sequence) else []:
-            q, b = (lst.get("queue"), lst.get("backlog")) if isinstance(lst, Mapping) else (0, 0)
+        for lst in run.entries(i, side, "listen"):
+            q, b = lst.get("queue"), lst.get("backlog")
             if isinstance(q, (int, float)) and isinstance(b, (int, float)) and q > b:
                 full = True
         hits.append(full)

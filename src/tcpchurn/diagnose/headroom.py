@@ -52,7 +52,8 @@ def _row(limit: str, side: str, pk: float | None, cap: float | None,
 
 
 def _linear(run: RunData, pk: float | None, cap: float | None) -> float | None:
-    achieved = float(run.summary.get("achieved_rate") or 0.0) or run.rate()
+    value = run.summary.get("achieved_rate")
+    achieved = float(value) if isinstance(value, (int, float)) and value > 0 else run.rate()
     if not pk or not cap or achieved <= 0:
         return None
     return achieved * cap / pk
@@ -94,8 +95,7 @@ def compute_headroom(run: RunData) -> list[Headroom]:
     if run.has_side("server"):
         q_peak, q_cap = None, None
         for i in range(len(run)):
-            sample = run.sample(i, "server") or {}
-            for lst in sample.get("listen") or []:
+            for lst in run.entries(i, "server", "listen"):
                 q, b = lst.get("queue"), lst.get("backlog")
                 if isinstance(q, (int, float)) and (q_peak is None or q >= q_peak):
                     q_peak = float(q)
@@ -128,8 +128,7 @@ def _same(run: RunData) -> bool:
 def _ports(run: RunData, close: str) -> list[Headroom]:
     best_sockets, best_range = None, None
     for i in range(len(run)):
-        sample = run.sample(i, "client") or {}
-        for dest in sample.get("destinations") or []:
+        for dest in run.entries(i, "client", "destinations"):
             s = dest.get("sockets")
             if isinstance(s, (int, float)) and (best_sockets is None or s > best_sockets):
                 best_sockets = float(s)

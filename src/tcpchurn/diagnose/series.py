@@ -99,6 +99,9 @@ class RunData:
     sysctls: Sysctls = field(default_factory=Sysctls)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.summary, Mapping):
+            self.summary = {}
+        self.timeline = [row for row in self.timeline if isinstance(row, Mapping)]
         self.loopback = is_loopback_target(self.summary.get("target"))
 
     def sysctls_for(self, side: str) -> Sysctls:
@@ -179,6 +182,13 @@ class RunData:
             value = row.get("client")
         return value if isinstance(value, Mapping) else None
 
+    def entries(self, i: int, side: str, key: str) -> list[Json]:
+        """The dicts of a list field of a sample (``listen``, ``destinations``)."""
+        value = _get(self.sample(i, side), key)
+        if not isinstance(value, Sequence) or isinstance(value, str):
+            return []
+        return [item for item in value if isinstance(item, Mapping)]
+
     def has_side(self, side: str) -> bool:
         """True when at least one interval has a sample for ``side``."""
         return any(self.sample(i, side) is not None for i in range(len(self)))
@@ -208,7 +218,7 @@ class RunData:
         # The client's own TIME_WAIT sockets have the target as their remote end.
         port = target_port(self.summary.get("target"))
         for i in range(len(self)):
-            for dest in _get(self.sample(i, "client"), "destinations") or []:
+            for dest in self.entries(i, "client", "destinations"):
                 remote = str(_get(dest, "remote") or "")
                 if port is not None and remote.endswith(f":{port}"):
                     if _num(_get(dest, "states", "TIME_WAIT")) >= ERROR_MIN:
