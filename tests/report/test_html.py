@@ -124,6 +124,7 @@ def test_findings_shown_with_onset_evidence_and_fix(seed_report: Path) -> None:
     assert "onset 16.4 s" in text
     assert finding["fix"][0] in text and "tcp_tw_recycle" in text
     assert 'id="verdict"' in text and "conntrack table full" in text
+    assert '<a href="#plot-conntrack">see the plot</a>' in text
 
 
 def test_healthy_run_says_so_and_draws_what_is_missing_as_missing(tmp_path: Path) -> None:

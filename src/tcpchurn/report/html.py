@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from tcpchurn import __version__
-from tcpchurn.report.plots import Plot, render_all
+from tcpchurn.report.plots import PLOT_FOR_LIMIT, Plot, render_all
 from tcpchurn.report.rundir import RunDir, open_run
 from tcpchurn.report.series import LATENCIES, PERCENTILES, extract
 
@@ -159,12 +159,14 @@ def finding_html(f: Mapping[str, Any], i: int) -> str:
     onset_txt = f"onset {fmt(onset)} s" if onset is not None else "no onset"
     ev = f.get("evidence") or {}
     ev_rows = [[th(k), cell(f"findings.{i}.evidence.{k}", v)] for k, v in ev.items()]
+    plot = PLOT_FOR_LIMIT.get(str(f.get("limit")))
+    plot_link = f' · <a href="#{plot}">see the plot</a>' if plot else ""
     out = [f'<section class="finding {esc(severity)}" id="finding-{i}" '
            f'data-limit="{esc(f.get("limit"))}" data-onset="{esc(json.dumps(onset))}">',
            f"<h3>{esc(f.get('title', f.get('limit')))}<span class=\"badge\">{esc(severity)}"
            "</span></h3>",
            f"<p class=\"sub\"><code>{esc(f.get('limit'))}</code> · {esc(f.get('side'))} side · "
-           f"<span class=\"onset\">{esc(onset_txt)}</span></p>"]
+           f"<span class=\"onset\">{esc(onset_txt)}</span>{plot_link}</p>"]
     if ev_rows:
         out.append(table(["evidence", "value"], ev_rows))
     if f.get("explanation"):

@@ -159,6 +159,19 @@ STATIC_SPECS: tuple[PlotSpec, ...] = (
 )
 
 
+# Which plot shows the evidence of each limit id (DESIGN.md's vocabulary); a finding in
+# the report links to it.
+PLOT_FOR_LIMIT: dict[str, str] = {
+    "conntrack_full": "plot-conntrack", "ephemeral_ports": "plot-ports",
+    "bind_port_conflict": "plot-ports", "tw_buckets": "plot-timewait",
+    "dual_stack_tw": "plot-timewait", "accept_queue": "plot-listen",
+    "syn_queue": "plot-drops", "orphans": "plot-orphans", "tcp_mem": "plot-timewait",
+    "fd_process": "plot-fds", "fd_system": "plot-fds", "netdev_backlog": "plot-drops",
+    "generator_saturated": "plot-latency", "server_refused": "plot-errors",
+    "server_slow": "plot-latency", "unreachable": "plot-errors",
+}
+
+
 def specs(runs: Sequence[Series]) -> list[PlotSpec]:
     """Every plot for these runs: the static table plus errors by the errnos that occurred."""
     names = sorted({n[4:] for s in runs for n in s.names() if n.startswith("err.")})
