@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -53,10 +54,10 @@ def server(ns: str, *args: str) -> Iterator[subprocess.Popen[bytes]]:
             proc.wait()
 
 
-def run(ns: str, out: Path, *args: str) -> dict[str, Any]:
-    """`tcpchurn run` inside ``ns``; returns summary.json."""
+def run(ns: str, out: Path, *args: str, prefix: tuple[str, ...] = ()) -> dict[str, Any]:
+    """`tcpchurn run` inside ``ns`` (after ``prefix``, e.g. prlimit); returns summary.json."""
     done = subprocess.run(
-        ["ip", "netns", "exec", ns, sys.executable, "-m", "tcpchurn", "run",
+        ["ip", "netns", "exec", ns, *prefix, sys.executable, "-m", "tcpchurn", "run",
          f"http://127.0.0.1:{PORT}/", "--out", str(out), "--quiet", "--workers", "1", *args],
         capture_output=True, text=True, timeout=60, check=False,
     )
@@ -124,3 +125,22 @@ def test_ipv4_clients_of_a_dual_stack_listener_get_the_tcp6_note(
     assert [(f["side"], f["severity"]) for f in notes] == [("server", "warning")]
     assert notes[0]["evidence"]["v4mapped_peak"] >= 900  # 200/s x 5 s, server closes first
     assert [f["limit"] for f in summary["findings"]] == ["dual_stack_tw"]
+
+
+@pytest.mark.skipif(shutil.which("prlimit") is None, reason="prlimit (util-linux) missing")
+def test_client_out_of_descriptors_is_fd_process(make_netns: Callable[[], str],
+                                                 tmp_path: Path) -> None:
+    ns = make_netns()
+    rate, soft, timeout = 200.0, 300, 3.0
+    # A server that accepts once a second never answers in time: every connection stays
+    # open for the whole --timeout, so the client needs rate x timeout = 600 descriptors.
+    predicted = next(r for r in forecast(Plan(rate=rate, lifetime_s=timeout), Sysctls({}),
+                                         (soft, soft)) if r.limit == "fd_process")
+    assert predicted.seconds_to_full == 1.5  # 300 / 200 per s
+    with server(ns, "--accept-delay", "1000"):
+        summary = run(ns, tmp_path, "--rate", str(rate), "--duration", "4",
+                      "--timeout", str(timeout), prefix=("prlimit", f"--nofile={soft}:{soft}"))
+    first = summary["findings"][0]
+    assert (first["limit"], first["side"]) == ("fd_process", "client")
+    assert summary["errors"].get("EMFILE", 0) > 0
+    assert first["onset_s"] == pytest.approx(predicted.seconds_to_full, rel=0.25)
