@@ -361,7 +361,7 @@ def run(
         environment = take_environment(
             client.procfs or Procfs(),
             source_ips=[str(ip) for ip in (load.source_ips or ())],
-            target=(target.host, target.port, target.family),
+            target=(target.host, target.port, target.af),
         )
         if on_start is not None:
             on_start(environment, server_side.sysctls() if server_side else {})
