@@ -182,7 +182,7 @@ def test_signal_mid_run_still_writes_both_files(tmp_path: Path, signum: int) -> 
         assert "tcpchurn_connections_attempted" in metrics
         assert "tcpchurn_conntrack_max" in metrics
         proc.send_signal(signum)
-        stdout, stderr = proc.communicate(timeout=20)
+        _stdout, stderr = proc.communicate(timeout=20)
     finally:
         if proc.poll() is None:
             proc.kill()
