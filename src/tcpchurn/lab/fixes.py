@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from tcpchurn.diagnose.fixes import Fix, FixContext, fix_for
@@ -100,7 +100,21 @@ def fix_settings(
         if fix is not None:
             settings = settings_from_fix(fix, side)
             if settings is not None:
-                return settings, f"the diagnosis ({limit} on the {side})", fix.lines()
+                source = f"the diagnosis ({limit} on the {side})"
+                extra = scenario.fix
+                if extra is not None and (extra.server or extra.load):
+                    # What only the lab can do for a human step of the fix ("accept
+                    # faster": the lab's application is ours): the scenario's server and
+                    # load parts, under the diagnosis' own.
+                    settings = replace(
+                        settings,
+                        server={**extra.server, **settings.server},
+                        load={**extra.load, **settings.load},
+                    )
+                    source += " + the scenario's " + ", ".join(
+                        f"{k}={v}" for k, v in {**extra.server, **extra.load}.items()
+                    )
+                return settings, source, fix.lines()
     if scenario.fix is not None:
         return scenario.fix, "the scenario's data", scenario.fix.describe()
     return None, "nothing", []
