@@ -28,6 +28,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
+import numpy.ctypeslib  # now, not lazily: a worker out of descriptors (EMFILE) cannot import
 from hdrh.histogram import HdrHistogram
 
 LOWEST_US = 1
