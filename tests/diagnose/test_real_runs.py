@@ -144,3 +144,16 @@ def test_client_out_of_descriptors_is_fd_process(make_netns: Callable[[], str],
     assert (first["limit"], first["side"]) == ("fd_process", "client")
     assert summary["errors"].get("EMFILE", 0) > 0
     assert first["onset_s"] == pytest.approx(predicted.seconds_to_full, rel=0.25)
+
+
+def test_server_closing_first_over_tiny_tw_buckets_is_a_tw_buckets_warning(
+        make_netns: Callable[[], str], tmp_path: Path) -> None:
+    ns = make_netns()
+    sh("sysctl", "-qw", "net.ipv4.tcp_max_tw_buckets=100", netns=ns)
+    with server(ns):  # the server closes first: TIME_WAIT on the server's sockets
+        summary = run(ns, tmp_path, "--rate", "300", "--duration", "3")
+    assert summary["connections"]["failed"] == 0  # overflow is mostly harmless ...
+    found = [(f["limit"], f["side"], f["severity"]) for f in summary["findings"]]
+    assert found == [("tw_buckets", "server", "warning")]  # ... so only a warning
+    evidence = summary["findings"][0]["evidence"]
+    assert evidence["max_tw"] == 100 and evidence["overflow_total"] > 0
