@@ -97,4 +97,5 @@ def test_next_lab_start_repairs_a_killed_lab(tmp_path: Path,
         capture_output=True, text=True, timeout=120,
     )
     assert "repaired a leftover lab journal" in out.stderr
+    assert "first finding: none (expected none)" in out.stderr
     assert out.returncode == 0, out.stderr

@@ -201,7 +201,9 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario(
         name="healthy",
         description="The control: nginx, 500 conn/s, no limit lowered: nothing may be diagnosed",
-        server=ServerSpec(kind="nginx"),
+        # Separate IPv4 and IPv6 listeners: a dual-stack one is itself reported (as
+        # dual_stack_tw, "nothing to fix"), which a control must not trigger.
+        server=ServerSpec(kind="nginx", dual_stack=False),
         load=Load(rate=500, duration=8, close="server", timeout=3.0),
         expected=None,
     ),

@@ -33,6 +33,9 @@ class ServerSpec:
     backlog: int = 511
     close: str = "server"  # builtin only: who closes first
     accept_delay_ms: float = 0.0  # builtin only: sleep before each accept
+    # One [::]:80 listener that takes IPv4 too (Apache's `Listen 80`, 2009); False: one
+    # IPv4 and one IPv6-only listener, so IPv4 sockets stay in /proc/net/tcp.
+    dual_stack: bool = True
 
 
 def require_tool(kind: str) -> None:
@@ -42,7 +45,7 @@ def require_tool(kind: str) -> None:
         raise MissingTool(binary, f"apt-get install {binary}")
 
 
-def apache_conf(root: str, backlog: int) -> str:
+def apache_conf(root: str, backlog: int, dual_stack: bool = True) -> str:
     """An apache2 configuration of its own (no /etc/apache2), serving ``root/htdocs``.
 
     ``Listen 80`` binds ``[::]:80`` with IPV6_V6ONLY off when ``net.ipv6.bindv6only`` is
@@ -53,12 +56,13 @@ def apache_conf(root: str, backlog: int) -> str:
     threads leave ample room.
     """
     mods = ["mpm_event", "authz_core", "dir", "mime"]
+    listen = f"Listen {PORT}" if dual_stack else f"Listen 0.0.0.0:{PORT}\nListen [::]:{PORT}"
     loads = "\n".join(f"LoadModule {m}_module {APACHE_MODULES}/mod_{m}.so" for m in mods)
     return f"""\
 ServerRoot "{root}"
 ServerName lab.tcpchurn
 {loads}
-Listen {PORT}
+{listen}
 ListenBacklog {backlog}
 PidFile "{root}/apache2.pid"
 DefaultRuntimeDir "{root}/run"
@@ -86,12 +90,17 @@ DirectoryIndex index.html
 """
 
 
-def nginx_conf(root: str, backlog: int) -> str:
+def nginx_conf(root: str, backlog: int, dual_stack: bool = True) -> str:
     """An nginx configuration of its own: dual-stack ``[::]:80``, no keep-alive, no log.
 
     ``keepalive_timeout 0`` makes nginx close first after each response (the 2009
     pattern); ``ipv6only=off`` makes the one listener take IPv4 too, like Apache's.
     """
+    if dual_stack:
+        listen = f"listen [::]:{PORT} ipv6only=off backlog={backlog};"
+    else:
+        listen = (f"listen {PORT} backlog={backlog};\n        "
+                  f"listen [::]:{PORT} ipv6only=on backlog={backlog};")
     return f"""\
 worker_processes auto;
 pid {root}/nginx.pid;
@@ -106,7 +115,7 @@ http {{
     uwsgi_temp_path {root}/tmp/uwsgi;
     scgi_temp_path {root}/tmp/scgi;
     server {{
-        listen [::]:{PORT} ipv6only=off backlog={backlog};
+        {listen}
         root {root}/htdocs;
         index index.html;
     }}
@@ -120,7 +129,8 @@ def server_argv(spec: ServerSpec, root: str) -> list[str]:
         return ["apache2", "-f", f"{root}/apache2.conf", "-DFOREGROUND"]
     if spec.kind == "nginx":
         return ["nginx", "-c", f"{root}/nginx.conf", "-p", root, "-g", "daemon off;"]
-    argv = [sys.executable, "-m", "tcpchurn", "serve", "--host", "::", "--port", str(PORT)]
+    host = "::" if spec.dual_stack else "0.0.0.0"
+    argv = [sys.executable, "-m", "tcpchurn", "serve", "--host", host, "--port", str(PORT)]
     argv += ["--close", spec.close, "--backlog", str(spec.backlog)]
     if spec.accept_delay_ms:
         argv += ["--accept-delay", f"{spec.accept_delay_ms:g}"]
@@ -181,10 +191,10 @@ def prepare_root(journal: Journal, spec: ServerSpec) -> str:
         f.write(INDEX)
     if spec.kind == "apache":
         with open(os.path.join(root, "apache2.conf"), "w", encoding="ascii") as f:
-            f.write(apache_conf(root, spec.backlog))
+            f.write(apache_conf(root, spec.backlog, spec.dual_stack))
     elif spec.kind == "nginx":
         with open(os.path.join(root, "nginx.conf"), "w", encoding="ascii") as f:
-            f.write(nginx_conf(root, spec.backlog))
+            f.write(nginx_conf(root, spec.backlog, spec.dual_stack))
     return root
 
 
