@@ -91,3 +91,33 @@ def test_rates(text: str, rate: float) -> None:
 def test_bad_rates(text: str) -> None:
     with pytest.raises(BadValue, match="--rate"):
         parse_rate(text)
+
+
+def test_prometheus_port_in_use_is_exit_2(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = _run("--prometheus", str(port), "--duration", "1", "--out", str(tmp_path / "o"),
+                    "--quiet")
+    assert proc.returncode == 2, proc.stderr
+    (line,) = proc.stderr.splitlines()
+    assert f"--prometheus: {port}" in line and "pick a free port" in line
+    assert not (tmp_path / "o").exists()
+
+
+def test_unreachable_remote_exporter_is_exit_3(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+        url = f"http://127.0.0.1:{port}/metrics"
+        proc = _run("--watch-remote", url, "--duration", "1", "--out", str(tmp_path / "o"),
+                    "--quiet")
+    assert proc.returncode == 3, proc.stderr
+    (line,) = proc.stderr.splitlines()
+    assert url in line
+    assert not (tmp_path / "o").exists()

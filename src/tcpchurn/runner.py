@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from tcpchurn import __version__
 from tcpchurn.environment import read_sysctl_values, take_environment
+from tcpchurn.errors import BadValue, TcpchurnError
 from tcpchurn.kernel.procfs import Procfs
 from tcpchurn.kernel.snapshot import KernelSnapshot
 from tcpchurn.load.config import LoadConfig, parse_target
@@ -139,21 +140,38 @@ class _Side:
         self.t0 = time.monotonic()
         self.pid: int | None = None  # whose descriptors to count (a worker, the server)
         self._prev: KernelSnapshot | None = None
+        self._remote_ok = False
+        self.lost: list[str] = []  # scrapes of the remote side that failed mid-run
         if remote is not None:
             from tcpchurn.report.remote import RemoteWatcher
 
             self.remote = RemoteWatcher(remote)
 
-    def sample(self, detail: bool) -> dict[str, Any]:
-        """One §1 sample, with ``*_delta`` against this side's previous one."""
+    def sample(self, detail: bool) -> dict[str, Any] | None:
+        """One §1 sample, with ``*_delta`` against this side's previous one.
+
+        ``None`` only for a remote side whose scrape failed after the first success.
+        """
         if self.remote is not None:
-            sample: dict[str, Any] = self.remote.sample()
-            sample["t"] = round(time.monotonic() - self.t0, 6)
-            return sample
+            return self._remote_sample()
         snap = KernelSnapshot.take(self.procfs, pid=self.pid, detail=detail, t0=self.t0)
         out = snap.to_json(self._prev)
         self._prev = snap
         return out
+
+    def _remote_sample(self) -> dict[str, Any] | None:
+        if not self._remote_ok:
+            # The baseline (or every scrape so far) must work: TargetError, exit 3.
+            sample: dict[str, Any] = self.remote.sample()
+            self._remote_ok = True
+            return sample
+        try:
+            sample = self.remote.sample()
+        except TcpchurnError as exc:
+            # One lost scrape mid-run must not end the load: the line says null.
+            self.lost.append(str(exc))
+            return None
+        return sample
 
     def sysctls(self) -> dict[str, Any]:
         """The sysctls of this side (empty for a remote one: it only exports samples)."""
@@ -172,9 +190,10 @@ class _StopFlag:
         self.on_set: Callable[[], None] | None = None
 
     def handler(self, signum: int, frame: FrameType | None) -> None:
-        first = self.signum is None
+        if self.signum is not None:
+            raise KeyboardInterrupt  # asked twice: stop waiting for the graceful end
         self.signum = signum
-        if first and self.on_set is not None:
+        if self.on_set is not None:
             self.on_set()
 
 
@@ -234,7 +253,12 @@ class _Prometheus:
         self.client = prometheus.KernelMetrics(self.registry, "client")
         self.server = prometheus.KernelMetrics(self.registry, "server") if watched else None
         self.load = prom_load.RunMetrics(self.registry)
-        self.stop: Callable[[], None] = prometheus.start_server(self.registry, port)
+        try:
+            self.stop: Callable[[], None] = prometheus.start_server(self.registry, port)
+        except OSError as exc:
+            raise BadValue(
+                "--prometheus", port, f"cannot listen on it ({exc.strerror}): pick a free port"
+            ) from exc
 
     def update(self, line: Mapping[str, Any]) -> None:
         self.load.update(line["load"])
@@ -316,6 +340,62 @@ def _open_server_side(cfg: RunConfig) -> _Side | None:
     return None
 
 
+@dataclass
+class _Prepared:
+    """What exists once every check has passed and before the first connection."""
+
+    load: LoadConfig
+    client: _Side
+    server: _Side | None
+    environment: dict[str, Any]
+    prom: _Prometheus | None
+
+
+def _prepare(cfg: RunConfig, stack: ExitStack, on_start: OnStart | None) -> _Prepared:
+    """Open both sides, start the built-in server, take the baselines.
+
+    Everything that can fail on the user's input or on the target fails here, before
+    any file is created (NamespaceNotFound, BadValue, TargetError).
+    """
+    client = _Side(Procfs())
+    stack.callback(client.close)
+    server = _open_server_side(cfg)
+    if server is not None:
+        stack.callback(server.close)
+    load = cfg.load
+    if cfg.builtin_server is not None:
+        from tcpchurn.server import spawn
+
+        # Spawned with SIGINT ignored (the disposition survives exec, and Python keeps an
+        # inherited SIG_IGN): Ctrl-C reaches the whole process group, and the server must
+        # outlive the load's graceful stop.
+        old = signal.signal(signal.SIGINT, signal.SIG_IGN) if _main_thread() else None
+        try:
+            srv = stack.enter_context(spawn(cfg.builtin_server))
+        finally:
+            if old is not None:
+                signal.signal(signal.SIGINT, old)
+        load = dataclasses.replace(load, target=parse_target(f"http://127.0.0.1:{srv.port}/"))
+    target = load.target
+    environment = take_environment(
+        client.procfs or Procfs(),
+        source_ips=list(load.source_ips),
+        target=(target.host, target.port, target.af),
+    )
+    # Baselines, so that the first written line already has per-interval deltas; a
+    # remote exporter that does not answer fails the run here (TargetError, exit 3).
+    client.sample(detail=False)
+    if server is not None:
+        server.sample(detail=False)
+    prom: _Prometheus | None = None
+    if cfg.prometheus_port is not None:
+        prom = _Prometheus(cfg.prometheus_port, server is not None)
+        stack.callback(prom.stop)
+    if on_start is not None:
+        on_start(environment, server.sysctls() if server else {})
+    return _Prepared(load, client, server, environment, prom)
+
+
 def run(
     cfg: RunConfig,
     on_interval: OnInterval | None = None,
@@ -325,9 +405,10 @@ def run(
 
     ``on_start(environment, server_sysctls)`` is called once before the first interval and
     ``on_interval(line)`` after each timeline line is written (the dashboard).  SIGINT and
-    SIGTERM stop the load at the next interval and the files are still written, with
-    ``interrupted: true``.  Usage errors (unknown namespace, bad target) raise before any
-    file is created.
+    SIGTERM stop the load at the next interval boundary (a second one stops at once) and
+    both files are still written, with ``interrupted: true``; so they are when the run
+    fails half-way (the error is re-raised after).  Usage and target errors found before
+    the load starts raise before any file is created.
     """
     from tcpchurn.load.stats import RunTotals
     from tcpchurn.load.workers import WorkerPool
@@ -335,49 +416,15 @@ def run(
     warnings = preflight_warnings(cfg)
     raise_nofile()
     flag = _StopFlag()
+    failure: Exception | None = None
+    totals = RunTotals()
+    intervals = 0
     with ExitStack() as stack:
-        client = _Side(Procfs())
-        stack.callback(client.close)
-        server_side = _open_server_side(cfg)
-        if server_side is not None:
-            stack.callback(server_side.close)
-        load = cfg.load
-        if cfg.builtin_server is not None:
-            from tcpchurn.server import spawn
-
-            # Spawned with SIGINT ignored (the disposition survives exec, and Python keeps
-            # an inherited SIG_IGN): a Ctrl-C reaches the whole process group, and the
-            # server must outlive the load's graceful stop.
-            old = signal.signal(signal.SIGINT, signal.SIG_IGN) if _main_thread() else None
-            try:
-                srv = stack.enter_context(spawn(cfg.builtin_server))
-            finally:
-                if old is not None:
-                    signal.signal(signal.SIGINT, old)
-            load = dataclasses.replace(
-                load, target=parse_target(f"http://127.0.0.1:{srv.port}/")
-            )
-        target = load.target
-        environment = take_environment(
-            client.procfs or Procfs(),
-            source_ips=[str(ip) for ip in (load.source_ips or ())],
-            target=(target.host, target.port, target.af),
-        )
-        if on_start is not None:
-            on_start(environment, server_side.sysctls() if server_side else {})
+        prep = _prepare(cfg, stack, on_start)
+        load, client, server = prep.load, prep.client, prep.server
         writer = stack.enter_context(TimelineWriter(cfg.out_dir))
-        prom: _Prometheus | None = None
-        if cfg.prometheus_port is not None:
-            prom = _Prometheus(cfg.prometheus_port, server_side is not None)
-            stack.callback(prom.stop)
-        # Baselines, so that the first written line already has per-interval deltas.
-        client.sample(detail=False)
-        if server_side is not None:
-            server_side.sample(detail=False)
         pool = WorkerPool(load)
         stack.callback(pool.close)
-        totals = RunTotals()
-        intervals = 0
         started = time.time()
         with _signals_stop(flag):
             flag.on_set = pool.stop
@@ -389,7 +436,7 @@ def run(
                     # is seconds since the start), so lines are 1.0, 2.0, ... exactly.
                     t = round(interval.t0 + interval.length, 6)
                     # Full dumps every detail_every intervals, and always on the last
-                    # one so the summary's diagnosis sees where the ports went.
+                    # one so the diagnosis sees where the ports went.
                     detail = intervals % max(cfg.detail_every, 1) == 0 or (
                         t >= load.duration - 1e-6 or flag.signum is not None
                     )
@@ -398,20 +445,30 @@ def run(
                         "time": time.time(),
                         "load": interval.to_json(),
                         "client": client.sample(detail),
-                        "server": server_side.sample(detail) if server_side else None,
+                        "server": server.sample(detail) if server else None,
                     }
                     writer.write(line)
                     totals.add(interval)
-                    if prom is not None:
-                        prom.update(line)
+                    if prep.prom is not None:
+                        prep.prom.update(line)
                     if on_interval is not None:
                         on_interval(line)
             except KeyboardInterrupt:
-                # A second Ctrl-C while stopping lands here: keep what we measured.
+                # The second Ctrl-C: stop at once, keep what was measured.
                 flag.signum = signal.SIGINT
+            except Exception as exc:
+                failure = exc
+            finally:
                 pool.stop()
         writer.close()
-    interrupted = flag.signum is not None
+    interrupted = flag.signum is not None or failure is not None
+    if server is not None and server.lost:
+        warnings.append(
+            f"{len(server.lost)} scrapes of {cfg.watch_remote} failed (first: "
+            f"{server.lost[0]}); those timeline lines have server: null"
+        )
+    if failure is not None:
+        warnings.append(f"the run stopped early: {failure}")
     summary = build_summary(
         totals=totals.to_json(),
         started=started,
@@ -419,12 +476,14 @@ def run(
         # connections (up to --timeout) and without process start-up.
         duration_s=totals.duration,
         interrupted=interrupted,
-        target=str(target.url),
-        environment=environment,
+        target=str(load.target.url),
+        environment=prep.environment,
         config=cfg.to_json(),
         warnings=warnings,
     )
     write_summary(cfg.out_dir, summary)
+    if failure is not None:
+        raise failure
     findings, headroom = _diagnose(list(read_timeline(cfg.out_dir)), summary)
     summary["findings"], summary["headroom"] = findings, headroom
     if any(f.get("limit") == "generator_saturated" for f in findings):

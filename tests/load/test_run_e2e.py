@@ -196,3 +196,33 @@ def test_signal_mid_run_still_writes_both_files(tmp_path: Path, signum: int) -> 
     assert summary["duration_s"] < 30
     assert summary["connections"]["attempted"] > 0
     consistent(summary, timeline)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def test_watch_remote_reads_a_tcpchurn_watch_exporter(tmp_path: Path) -> None:
+    port = _free_port()
+    watch = subprocess.Popen(
+        tcpchurn_argv("watch", "--prometheus", str(port), "--json", "--count", "60"),
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+    try:
+        assert watch.stdout is not None
+        watch.stdout.readline()  # the first sample exists, so the exporter serves
+        url = f"http://127.0.0.1:{port}/metrics"
+        done = run_tcpchurn(tmp_path, "--rate", "100", "--duration", "2", "--workers", "1",
+                            "--watch-remote", url)
+    finally:
+        watch.terminate()
+        watch.wait(10)
+    summary = done.summary
+    assert summary["connections"]["ok"] == 200
+    for line in done.timeline:
+        assert line["server"]["where"] == f"remote {url}"
+        assert isinstance(line["server"]["sockstat"]["tw"], int)
+    assert done.rc == _expected_rc(summary), done.stderr
