@@ -160,7 +160,8 @@ def _rows(p: PassResult) -> dict[str, str]:
 def render(result: LabResult, console: Console) -> None:
     """The scenario's verdict, before (and after) side by side, and the 2009 view."""
     s = result.scenario
-    table = Table(title=f"lab {s.name}: {s.description}", title_justify="left", box=None)
+    console.print(f"[bold]lab {s.name}[/]: {s.description}")
+    table = Table(box=None)
     table.add_column("")
     table.add_column("before" if result.after else "run", overflow="fold")
     passes = [result.before] + ([result.after] if result.after else [])
@@ -178,6 +179,8 @@ def render(result: LabResult, console: Console) -> None:
                       f"{f.get('explanation', '')}")
         for line in f.get("fix") or []:
             console.print(f"  fix: {line}")
+    if result.after is not None:
+        console.print(f"\napplied the fix from {result.fix_source}")
     want = s.expected or "no finding"
     verdict = "OK" if result.ok else "NOT REPRODUCED"
     console.print(f"\n{verdict}: expected {want} first"
