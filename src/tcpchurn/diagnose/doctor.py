@@ -17,7 +17,8 @@ from tcpchurn.diagnose.audit import AuditEntry, audit
 from tcpchurn.diagnose.fixes import Fix, FixContext, fix_for, nft_notrack_ruleset, sysctl_d_text
 from tcpchurn.diagnose.forecast import Plan, TableForecast, forecast
 from tcpchurn.diagnose.sysctls import Sysctls
-from tcpchurn.errors import BadValue
+from tcpchurn.errors import BadValue, MissingTool, NotPermitted
+from tcpchurn.kernel.conntrack import read_conntrack
 from tcpchurn.kernel.limits import read_system_fds
 from tcpchurn.kernel.procfs import Procfs
 from tcpchurn.kernel.sysctl import SysctlSnapshot, read_sysctls, spec
@@ -139,9 +140,14 @@ def build_report(
     settings: dict[str, str] = {}
     not_here: dict[str, str] = {}
     for fix in fixes:
+        # Conntrack fills only where something tracks: with no entries and no ct/NAT rule
+        # here, its fix belongs on the server or the NAT host, not on this namespace.
+        untracked = fix.limit == "conntrack_full" and conntrack_active is False
         for side, values in fix.sysctls.items():
             for name, value in values.items():
-                if side in sides and _applicable(snapshot, name, in_netns):
+                if untracked:
+                    not_here.setdefault(name, f"{value} (where connections are tracked)")
+                elif side in sides and _applicable(snapshot, name, in_netns):
                     settings.setdefault(name, value)
                 else:
                     not_here.setdefault(name, f"{value} (on the {side}, or outside this netns)")
@@ -170,8 +176,13 @@ def examine(plan: Plan, procfs: Procfs, port: int | None = None) -> DoctorReport
         files: int | None = read_system_fds(procfs).allocated
     except (OSError, ValueError):
         files = None
-    count = procfs.read_optional("sys/net/netfilter/nf_conntrack_count")
-    active = None if count is None else int(count.strip() or 0) > 0
+    try:
+        # Tracking happens only when a rule uses conntrack (KERNEL.md §1 A); nft needs root.
+        ct = read_conntrack(procfs, ruleset=True)
+        active: bool | None = ct.active if ct.loaded else False
+    except (NotPermitted, MissingTool):
+        ct = read_conntrack(procfs)
+        active = True if ct.count else None
     return build_report(
         snapshot, plan, where=procfs.label, port=port, in_netns=procfs.netns is not None,
         rlimit_nofile=rlimit, files_allocated=files, conntrack_active=active,

@@ -149,8 +149,8 @@ def _conntrack(plan: Plan, sysctls: Sysctls, active: bool | None) -> TableForeca
         why += " -- the bound is below the max, so this table does not fill; more source " \
                "addresses or destinations lift it"
     if active is False:
-        why += "; no tracking seen in this namespace (entries exist only if a ct rule, NAT " \
-               "or Docker uses conntrack)"
+        why += "; nothing is tracked in this namespace (no entries, no ct/NAT rule): the " \
+               "figures hold for the server or any NAT host on the path that tracks"
     return TableForecast(
         "conntrack_full", side, float(cap), round(steady, 1),
         None if bounded else _fill(cap, unbounded, plan.rate),

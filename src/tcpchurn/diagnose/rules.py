@@ -101,8 +101,8 @@ RULES: tuple[Rule, ...] = (
         "(nf_conntrack_tcp_timeout_time_wait) it fills after {max:,.0f}/{rate:,.0f} = "
         "{fill_s:.1f} s; it sustains at most {max_rate:,.0f}/s. From then the kernel dropped "
         "{drop_per_s:,.0f} packets/s ({drop_total:,.0f} in all) without telling the client: "
-        "SYNs were retransmitted ({syn_retrans_per_s:,.0f}/s, connect times at {syn_steps_s} "
-        "s) and connects timed out.",
+        "SYNs were retransmitted ({syn_retrans_per_s:,.0f}/s; connect times at SYN "
+        "retransmit steps: {syn_steps_s:steps}) and connects waited or timed out.",
         fx.fix_conntrack_full,
         (WF_CT_MAX_IN_NETNS, WF_CT_MAX_WITHOUT_BUCKETS, WF_FIREWALL_OFF, WF_TW_RECYCLE),
     ),
@@ -140,11 +140,12 @@ RULES: tuple[Rule, ...] = (
         "(no log line on modern kernels)",
         "R x 60 s TIME_WAIT sockets on the side that closes first: R_max = "
         "tcp_max_tw_buckets/60 (131072/60 = 2184/s)",
-        "The {side} hit tcp_max_tw_buckets ({max_tw:,.0f}) at {onset_s:.1f} s: "
-        "{overflow_total:,.0f} sockets ({overflow_per_s:,.0f}/s) closed without TIME_WAIT "
-        "(TcpExtTCPTimeWaitOverflow; peak tw {tw_peak:,.0f}). At {rate:,.0f}/s the side that "
-        "closes first holds rate x 60 s sockets, so this cap allows {max_rate:,.0f}/s. "
-        "Mostly harmless: a lost last ACK becomes a RST.",
+        "The {side}'s TIME_WAIT table overflowed from {onset_s:.1f} s: {overflow_total:,.0f} "
+        "sockets ({overflow_per_s:,.0f}/s) closed without TIME_WAIT "
+        "(TcpExtTCPTimeWaitOverflow) while TIME_WAIT stayed at {tw_peak:,.0f} "
+        "(tcp_max_tw_buckets {max_tw:,.0f}). At {rate:,.0f}/s the side that closes first "
+        "holds rate x 60 s sockets, so this cap allows {max_rate:,.0f}/s. Mostly harmless: "
+        "a lost last ACK becomes a RST.",
         fx.fix_tw_buckets,
         (WF_TW_RECYCLE, WF_LOWER_TW_BUCKETS, WF_FIN_TIMEOUT),
     ),
@@ -154,11 +155,11 @@ RULES: tuple[Rule, ...] = (
         "socket()/accept() fail with EMFILE; open fds at RLIMIT_NOFILE",
         "about R x lifetime descriptors open at once (TIME_WAIT holds none) vs "
         "RLIMIT_NOFILE",
-        "The {side} process reached its open-file limit ({limit:,.0f}, hard {hard}) at "
-        "{onset_s:.1f} s with {open_peak} descriptors open ({errors_total:,.0f} EMFILE). "
-        "At {rate:,.0f}/s and {lifetime_ms} ms per connection the load needs about rate x "
-        "lifetime descriptors; on a server, EMFILE from accept() leaves connections queued "
-        "and shows as ListenOverflows.",
+        "The {side} process ran out of file descriptors at {onset_s:.1f} s "
+        "({errors_total:,.0f} EMFILE; RLIMIT_NOFILE soft {limit:,.0f}, hard {hard:,.0f}; "
+        "peak seen open {open_peak:,.0f}). At {rate:,.0f}/s the load holds about rate x "
+        "connection lifetime descriptors (median lifetime {lifetime_ms:,.0f} ms); on a "
+        "server, EMFILE from accept() leaves connections queued and shows as ListenOverflows.",
         fx.fix_fd_process,
         (WF_SELECT,),
     ),
@@ -167,8 +168,8 @@ RULES: tuple[Rule, ...] = (
         tb.fd_system,
         "ENFILE; fs/file-nr allocated at fs.file-max",
         "system-wide open files vs fs.file-max",
-        "The system ran out of file handles at {onset_s:.1f} s: {open_peak} allocated of "
-        "fs.file-max {limit} ({errors_total:,.0f} ENFILE).",
+        "The system ran out of file handles at {onset_s:.1f} s: {open_peak:,.0f} allocated of "
+        "fs.file-max {limit:,.0f} ({errors_total:,.0f} ENFILE).",
         fx.fix_fd_system,
     ),
     Rule(
@@ -254,11 +255,12 @@ RULES: tuple[Rule, ...] = (
         "ENETUNREACH/EHOSTUNREACH; ETIMEDOUT or connect times at SYN retransmit steps "
         "with no watched table to blame",
         "none",
-        "From {onset_s:.1f} s connects got no answer: {unreach_total:,.0f} no-route errors, "
-        "{timeouts_total:,.0f} timeouts, connect p90 up to {connect_p90_ms:,.0f} ms (SYN "
-        "retransmit steps {syn_steps_s} s). No watched table explains it (server side "
-        "watched: {server_watched}): something on the path drops SYNs, such as a conntrack "
-        "table or an accept queue on a host tcpchurn does not see.",
+        "From {onset_s:.1f} s connects failed or waited: {unreach_total:,.0f} without a "
+        "route (ENETUNREACH/EHOSTUNREACH), {timeouts_total:,.0f} unanswered (ETIMEDOUT), "
+        "connect p90 up to {connect_p90_ms:,.0f} ms (SYN retransmit steps: "
+        "{syn_steps_s:steps}). No watched table explains it (server side watched: "
+        "{server_watched}): a route is missing, or something on the path drops SYNs, such "
+        "as a conntrack table or an accept queue on a host tcpchurn does not see.",
         fx.fix_unreachable,
         yields_to=("conntrack_full", "accept_queue", "syn_queue", "netdev_backlog",
                    "fd_process", "fd_system", "orphans", "tcp_mem"),
@@ -268,9 +270,9 @@ RULES: tuple[Rule, ...] = (
         cn.generator_saturated,
         "achieved rate below 99% of target, skipped connections, schedule lag p99 >= 50 ms",
         "the generator's own CPU",
-        "tcpchurn itself fell behind from {onset_s:.1f} s: it started {achieved_rate:,.1f} "
-        "of {target_rate:,.1f} connections/s ({skipped_total:,.0f} skipped, schedule lag p99 "
-        "{lag_p99_ms} ms). Figures after that measure the generator, not the server.",
+        "tcpchurn itself fell behind from {onset_s:.1f} s: it started {achieved_rate:,.0f} "
+        "of {target_rate:,.0f} connections/s ({skipped_total:,.0f} skipped, schedule lag p99 "
+        "{lag_p99_ms:,.0f} ms). Figures after that measure the generator, not the server.",
         fx.fix_generator_saturated,
         yields_to=("conntrack_full", "accept_queue", "syn_queue", "server_slow", "unreachable",
                    "netdev_backlog", "fd_process"),
@@ -282,9 +284,9 @@ RULES: tuple[Rule, ...] = (
         "none: where TIME_WAIT is listed, not a limit",
         "The {side}'s TIME_WAIT sockets ({v4mapped_peak:,.0f} of {tw_peak:,.0f}) are IPv4 "
         "connections accepted by a [::] listener (net.ipv6.bindv6only=0): they are AF_INET6 "
-        "sockets with ::ffff: addresses, so /proc/net/tcp6 lists them and /proc/net/tcp "
-        "does not (lines when counted: tcp {tcp_lines}, tcp6 {tcp6_lines}). This is the "
-        "2009 report's third question; sockstat `tw` counts both families.",
+        "sockets with ::ffff: addresses, so `wc -l /proc/net/tcp6` climbs while "
+        "/proc/net/tcp stays short. This is the 2009 report's third question; sockstat `tw` "
+        "counts both families.",
         fx.fix_dual_stack_tw,
     ),
 )

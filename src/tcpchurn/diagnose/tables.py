@@ -7,6 +7,8 @@ table in :mod:`tcpchurn.diagnose.rules`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from tcpchurn.diagnose.evidence import (
     TCP_TIMEWAIT_LEN_S,
     Evidence,
@@ -146,6 +148,16 @@ def tcp_mem(run: RunData, side: str) -> Evidence | None:
 
 
 # --- I. file descriptors --------------------------------------------------------------
+def _env_rlimit(run: RunData) -> tuple[float | None, float | None]:
+    env = run.summary.get("environment")
+    rl = env.get("rlimit_nofile") if isinstance(env, Mapping) else None
+    if isinstance(rl, list) and len(rl) == 2:
+        soft, hard = rl
+        return (float(soft) if isinstance(soft, (int, float)) else None,
+                float(hard) if isinstance(hard, (int, float)) else None)
+    return None, None
+
+
 def _fd_rule(run: RunData, side: str, errno_name: str, scope: str, cap_key: str,
              level_key: str) -> Evidence | None:
     levels = series_of(run, side, "fds", scope, level_key)
@@ -161,11 +173,14 @@ def _fd_rule(run: RunData, side: str, errno_name: str, scope: str, cap_key: str,
         assert found_lvl is not None
         i0, onset, label = found_lvl
         total = 0.0
+    limit, hard = highest(caps), highest(series_of(run, side, "fds", scope, "hard"))
+    if scope == "process" and side == "client" and limit is None:
+        limit, hard = _env_rlimit(run)  # the sampler may not see the load's own processes
     figures = {
         **common_figures(run, i0),
         "open_peak": highest(levels),
-        "limit": highest(caps),
-        "hard": highest(series_of(run, side, "fds", scope, "hard")),
+        "limit": limit,
+        "hard": hard,
         "errors_total": total,
         "lifetime_ms": rounded(max_latency(run, 0, "total", "p50")),
     }

@@ -34,11 +34,15 @@ YIELD_SLACK_S = 1.0  # a cause may be seen up to one interval after its conseque
 
 
 class _Formatter(string.Formatter):
-    """``str.format`` that renders a missing figure (None) as "n/a" whatever the spec."""
+    """``str.format`` for explanations: a missing figure (None) reads "unknown" whatever
+    the spec; ``{x:steps}`` renders a list of seconds as "1 s, 3 s" (or "none")."""
 
     def format_field(self, value: Any, format_spec: str) -> str:
         if value is None:
-            return "n/a"
+            return "unknown"
+        if format_spec == "steps":
+            steps = value if isinstance(value, list) else []
+            return ", ".join(f"{v:g} s" for v in steps) or "none"
         if isinstance(value, float) and not format_spec and value.is_integer():
             return str(int(value))  # counts arrive as floats from the series helpers
         if isinstance(value, list):
@@ -52,9 +56,9 @@ class _Formatter(string.Formatter):
 def render(template: str, figures: Mapping[str, Any]) -> str:
     """Fill an explanation template with a finding's figures.
 
-    >>> render("{count:,.0f} of {max:,.0f} ({steps})", {"count": 16384.0, "max": None,
+    >>> render("{count:,.0f} of {max:,.0f} at {steps:steps}", {"count": 16384.0, "max": None,
     ...        "steps": [1.0, 3.0]})
-    '16,384 of n/a (1/3)'
+    '16,384 of unknown at 1 s, 3 s'
     """
     return _Formatter().vformat(template, (), dict(figures))
 
