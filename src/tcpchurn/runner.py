@@ -111,6 +111,7 @@ class RunResult:
     intervals: int
     interrupted: bool
     warnings: list[str] = field(default_factory=list)
+    html: Path | None = None
 
     @property
     def target_never_worked(self) -> bool:
@@ -332,6 +333,20 @@ def build_summary(
     return summary
 
 
+def _first_worker_pid(pool: object) -> int | None:
+    """The pid of worker 0, whose descriptors stand for every worker's on the client.
+
+    The connections' fds live in the worker processes, not in this one; each worker has
+    an equal share of the rate, so worker 0's count against its RLIMIT_NOFILE is the
+    figure that predicts EMFILE.
+    """
+    pids = getattr(pool, "pids", None)
+    if pids is None:
+        # WorkerPool has no public pid list yet (asked for); its Popen objects are it.
+        pids = [proc.pid for proc in getattr(pool, "_procs", [])]
+    return int(pids[0]) if pids else None
+
+
 def _open_server_side(cfg: RunConfig) -> _Side | None:
     if cfg.watch_netns is not None or cfg.watch_pid is not None:
         return _Side(Procfs(netns=cfg.watch_netns, pid=cfg.watch_pid))
@@ -430,6 +445,7 @@ def run(
             flag.on_set = pool.stop
             try:
                 pool.start()
+                client.pid = _first_worker_pid(pool)
                 for interval in pool.intervals():
                     intervals += 1
                     # The end of the interval on the load's own clock (schema §3: ``t``
@@ -489,6 +505,5 @@ def run(
     if any(f.get("limit") == "generator_saturated" for f in findings):
         summary["generator_saturated"] = True
     write_summary(cfg.out_dir, summary)
-    if cfg.html:
-        _write_html(cfg.out_dir)
-    return RunResult(cfg.out_dir, summary, intervals, interrupted, warnings)
+    html = _write_html(cfg.out_dir) if cfg.html else None
+    return RunResult(cfg.out_dir, summary, intervals, interrupted, warnings, html)

@@ -70,16 +70,20 @@ def test_server_that_never_answers_is_response_timeout(tmp_path: Path) -> None:
 def test_rlimit_nofile_64_is_emfile(tmp_path: Path) -> None:
     # The server holds every connection open, so the client's 64 descriptors run out.
     with misbehaving("hang") as port:
+        # --timeout 3 > --duration 2: no descriptor is freed while connections start.
         done = run_tcpchurn(tmp_path, f"http://127.0.0.1:{port}/", "--rate", "200",
-                            "--duration", "1", "--workers", "1", "--timeout", "2",
+                            "--duration", "2", "--workers", "1", "--timeout", "3",
                             nofile=64)
     summary = done.summary
     assert summary["environment"]["rlimit_nofile"] == [64, 64]
     assert set(summary["errors"]) <= {"EMFILE", "RESPONSE_TIMEOUT"}
-    assert summary["errors"]["EMFILE"] > 100
+    assert summary["errors"]["EMFILE"] > 300
     assert summary["errors"]["RESPONSE_TIMEOUT"] < 64
     consistent(summary, done.timeline)
     assert any("RLIMIT_NOFILE" in w for w in summary["warnings"])
+    # The client's fd table (worker 0's) shows the limit that was hit.
+    procs = [line["client"]["fds"]["process"] for line in done.timeline]
+    assert any(p is not None and p["soft"] == 64 and p["open"] >= 60 for p in procs), procs
 
 
 @pytest.mark.root

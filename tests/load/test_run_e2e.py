@@ -38,6 +38,8 @@ def _check_timeline(timeline: list[dict[str, Any]], intervals: int) -> None:
         client = line["client"]
         assert client["where"] == "host"
         assert isinstance(client["sockstat"]["tw"], int)
+    # The connections' descriptors are counted in worker 0 (they are not ours).
+    assert timeline[0]["client"]["fds"]["process"]["pid"] != os.getpid()
     # Every written line has deltas (a baseline sample is taken before the load), and the
     # kernel saw at least our connects (the namespace may have other traffic; a sample is
     # taken when an interval arrives, not exactly on its boundary, so only the sum holds).
@@ -48,8 +50,10 @@ def _check_timeline(timeline: list[dict[str, Any]], intervals: int) -> None:
 
 
 def test_builtin_server_exact_counts(tmp_path: Path) -> None:
-    done = run_tcpchurn(tmp_path, "--rate", "300", "--duration", "3", "--workers", "2")
+    done = run_tcpchurn(tmp_path, "--rate", "300", "--duration", "3", "--workers", "2",
+                        "--html")
     summary = done.summary
+    assert summary["target"] in (tmp_path / "report.html").read_text()
     assert summary["connections"]["attempted"] == 900
     assert summary["connections"]["ok"] == 900
     assert summary["errors"] == {} and summary["interrupted"] is False

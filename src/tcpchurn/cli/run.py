@@ -171,6 +171,8 @@ def _execute(cfg: Any, as_json: bool, quiet: bool) -> int:
         Console().print(view.render_summary(result.summary))
     if not quiet:
         err.print(f"wrote {result.out_dir}{os.sep}", highlight=False)
+        if result.html is not None:
+            err.print(f"report: {result.html}", highlight=False)
     if result.target_never_worked and not result.interrupted:
         worst = max(result.summary["errors"].items(), key=lambda kv: kv[1], default=("?", 0))
         err.print(
