@@ -103,9 +103,6 @@ class Verdict:
         """Iterating a verdict iterates its findings, first reached first."""
         return iter(self.findings)
 
-    def __len__(self) -> int:
-        return len(self.findings)
-
     @property
     def first(self) -> Finding | None:
         """The limit that was reached first, if any."""
