@@ -8,13 +8,11 @@ from __future__ import annotations
 import shutil
 import struct
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tcpchurn.report.html import write_report
-
-RUNS = Path(__file__).resolve().parents[1] / "fixtures" / "runs"
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -58,8 +56,9 @@ def test_console_error_detection_works(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("run", ["seed-2009", "healthy"])
-def test_report_renders_in_chromium_without_errors(tmp_path: Path, run: str) -> None:
-    report = write_report(RUNS / run, tmp_path / f"{run}.html")
+def test_report_renders_in_chromium_without_errors(
+        tmp_path: Path, rendered: Callable[[str], Path], run: str) -> None:
+    report = rendered(run)
     ARTIFACTS.mkdir(exist_ok=True)
     shot = ARTIFACTS / f"report-{run}.png"
     shot.unlink(missing_ok=True)

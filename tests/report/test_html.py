@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -57,10 +58,9 @@ def _page(path: Path) -> Page:
     return p
 
 
-@pytest.fixture(scope="module")
-def seed_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("seed") / "seed.html"
-    return write_report(RUNS / "seed-2009", out)
+@pytest.fixture
+def seed_report(rendered: Callable[[str], Path]) -> Path:
+    return rendered("seed-2009")
 
 
 def test_every_plot_is_embedded_with_alt_text_and_written_beside(seed_report: Path) -> None:
@@ -72,7 +72,8 @@ def test_every_plot_is_embedded_with_alt_text_and_written_beside(seed_report: Pa
         assert img["src"].startswith("data:image/png;base64,")
         png = base64.b64decode(img["src"].split(",", 1)[1])
         assert png.startswith(PNG_MAGIC)
-        assert (seed_report.parent / "seed-plots" / f"{pid}.png").read_bytes() == png
+        beside = seed_report.with_name(seed_report.stem + "-plots") / f"{pid}.png"
+        assert beside.read_bytes() == png
 
 
 def test_the_page_is_self_contained(seed_report: Path) -> None:
@@ -87,9 +88,9 @@ ALL_RUNS = sorted(p.name for p in RUNS.iterdir() if (p / "summary.json").exists(
 
 
 @pytest.mark.parametrize("run", ALL_RUNS)
-def test_numbers_are_the_summarys(tmp_path: Path, run: str) -> None:
+def test_numbers_are_the_summarys(rendered: Callable[[str], Path], run: str) -> None:
     summary = json.loads((RUNS / run / "summary.json").read_text())
-    report = write_report(RUNS / run, tmp_path / "r.html")
+    report = rendered(run)
     page = _page(report)
     assert sorted(page.figures) == sorted(PLOT_IDS)
     cells = page.cells
@@ -127,8 +128,9 @@ def test_findings_shown_with_onset_evidence_and_fix(seed_report: Path) -> None:
     assert '<a href="#plot-conntrack">see the plot</a>' in text
 
 
-def test_healthy_run_says_so_and_draws_what_is_missing_as_missing(tmp_path: Path) -> None:
-    out = write_report(RUNS / "healthy", tmp_path / "h.html")
+def test_healthy_run_says_so_and_draws_what_is_missing_as_missing(
+        rendered: Callable[[str], Path]) -> None:
+    out = rendered("healthy")
     text = out.read_text()
     assert "The run held its rate" in text
     assert "None: every table stayed below its limit." in text
