@@ -381,15 +381,19 @@ def _prepare(cfg: RunConfig, stack: ExitStack, on_start: OnStart | None) -> _Pre
     if cfg.builtin_server is not None:
         from tcpchurn.server import spawn
 
-        # Spawned with SIGINT ignored (the disposition survives exec, and Python keeps an
-        # inherited SIG_IGN): Ctrl-C reaches the whole process group, and the server must
-        # outlive the load's graceful stop.
-        old = signal.signal(signal.SIGINT, signal.SIG_IGN) if _main_thread() else None
+        # Ctrl-C in a terminal goes to the whole foreground process group, and the server
+        # installs its own SIGINT handler, so ignoring SIGINT would not survive its start.
+        # A *blocked* signal mask is inherited across fork and execve (signal(7)) and
+        # asyncio never unblocks it: the server then sees no SIGINT, outlives the load's
+        # graceful stop, and is ended by RunningServer.stop() with SIGTERM.
+        blocked = _main_thread()
+        if blocked:
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:
             srv = stack.enter_context(spawn(cfg.builtin_server))
         finally:
-            if old is not None:
-                signal.signal(signal.SIGINT, old)
+            if blocked:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
         load = dataclasses.replace(load, target=parse_target(f"http://127.0.0.1:{srv.port}/"))
     target = load.target
     environment = take_environment(
