@@ -121,3 +121,21 @@ def test_unreachable_remote_exporter_is_exit_3(tmp_path: Path) -> None:
     (line,) = proc.stderr.splitlines()
     assert url in line
     assert not (tmp_path / "o").exists()
+
+
+def test_json_prints_the_summary_on_stdout(tmp_path: Path) -> None:
+    import json
+
+    proc = _run("--rate", "50", "--duration", "1", "--workers", "1", "--json", "--quiet",
+                "--out", str(tmp_path))
+    assert proc.returncode in (0, 1), proc.stderr
+    printed = json.loads(proc.stdout)
+    assert printed == json.loads((tmp_path / "summary.json").read_text())
+    assert printed["connections"]["attempted"] == 50
+
+
+def test_default_out_dir_is_timestamped_under_cwd(tmp_path: Path) -> None:
+    proc = _run("--rate", "20", "--duration", "1", "--workers", "1", "--quiet", cwd=tmp_path)
+    assert proc.returncode in (0, 1), proc.stderr
+    (run_dir,) = (tmp_path / "tcpchurn-out").iterdir()
+    assert (run_dir / "summary.json").exists() and (run_dir / "timeline.jsonl").exists()

@@ -121,3 +121,19 @@ def test_summary_marks_a_saturated_generator() -> None:
     assert "generator_saturated" in _text(render_summary(summary))
     summary["generator_saturated"] = False
     assert "generator_saturated" not in _text(render_summary(summary))
+
+
+def test_live_dashboard_redraws_every_interval() -> None:
+    from tcpchurn.report.console import Dashboard
+
+    console = Console(file=io.StringIO(), width=100, color_system=None, force_terminal=True)
+    lines = list(read_timeline(RUNS / "healthy"))
+    dash = Dashboard(DashboardState("http://127.0.0.1:8080/", float(len(lines))), console)
+    for line in lines:
+        dash.update(line)
+    dash.close()
+    out = console.file.getvalue()  # type: ignore[attr-defined]
+    # One frame per interval, each with its own time left, ending at 0.
+    for i in range(1, len(lines) + 1):
+        assert f"{len(lines) - i:.1f} s left" in out
+    assert dash.state.attempted == sum(line["load"]["attempted"] for line in lines)
