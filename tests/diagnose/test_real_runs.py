@@ -184,3 +184,13 @@ def test_handshakes_never_completing_fill_the_syn_queue(make_netns: Callable[[],
     assert first["evidence"]["drops_total"] > 0 and first["evidence"]["syncookies"] == 0
     # the timeouts it causes are its consequence, not a second finding
     assert [f["limit"] for f in summary["findings"]] == ["syn_queue"]
+
+
+def test_nothing_listening_is_server_refused(make_netns: Callable[[], str],
+                                             tmp_path: Path) -> None:
+    ns = make_netns()  # no server: every SYN is answered by a RST
+    summary = run(ns, tmp_path, "--rate", "100", "--duration", "2")
+    first = summary["findings"][0]
+    assert (first["limit"], first["side"], first["severity"]) == (
+        "server_refused", "server", "stopped")
+    assert first["evidence"]["refused_total"] == summary["errors"]["ECONNREFUSED"] > 0
