@@ -7,6 +7,7 @@ and the load process all exist.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -93,9 +94,11 @@ def test_next_lab_start_repairs_a_killed_lab(tmp_path: Path,
     proc.wait(timeout=10)
     out = subprocess.run(
         [sys.executable, "-m", "tcpchurn", "lab", "run", "healthy", "--duration", "2",
-         "--out", str(tmp_path / "next")],
+         "--out", str(tmp_path / "next"), "--json"],
         capture_output=True, text=True, timeout=120,
     )
     assert "repaired a leftover lab journal" in out.stderr
     assert "first finding: none (expected none)" in out.stderr
     assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert (result["scenario"], result["ok"], result["before"]["first"]) == ("healthy", True, None)

@@ -54,7 +54,11 @@ def test_seed_2009_stalls_when_conntrack_is_full(tmp_path: Path,
     assert p.stall_s is not None
     # Within 25 % of 16,384 / 1,000 (DESIGN.md's bar for forecasts); measured 16.9 s.
     assert abs(p.stall_s - 16.384) / 16.384 < 0.25, p.stall_s
-    assert p.tuples is not None and p.tuples.distinct_tuples == 16384
+    # Read at the end of the run: at >= 95 % full the GC worker evicts TIME_WAIT entries
+    # (gc_worker_can_early_drop), so a few hundred may be gone by then.
+    assert p.tuples is not None and p.tuples.distinct_tuples == p.tuples.entries
+    assert p.tuples.entries >= 0.95 * 16384 and p.tuples.sources == 8
+    assert p.tuples.odd_ports == 0  # connect() without bind(): even ports first
     # The reporter's view: IPv4 clients of a dual-stack Apache show up in tcp6 only.
     last = p.samples[-1]
     assert last.tcp_lines == 0 and last.tcp6_v4mapped is not None

@@ -309,11 +309,11 @@ def read_timeline(path: str) -> list[dict[str, Any]]:
 
 def findings_of(out_dir: str, summary: dict[str, Any] | None) -> list[dict[str, Any]]:
     """The run's findings: the summary's, or the diagnosis' over the timeline if the
-    summary carries none (a run written before the diagnosis was wired in)."""
+    summary has no ``findings`` key (a run killed before it wrote them)."""
     if summary is None:
         return []
     found = summary.get("findings")
-    if isinstance(found, list) and found:
+    if isinstance(found, list):
         return found
     try:
         from tcpchurn.diagnose.verdict import diagnose_run

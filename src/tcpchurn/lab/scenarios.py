@@ -110,12 +110,12 @@ SCENARIOS: tuple[Scenario, ...] = (
     ),
     Scenario(
         name="conntrack-full",
-        description="Conntrack capped at 4,096 on the server, 1,000 conn/s: full after ~4 s",
+        description="Conntrack capped at 2,048 on the server, 500 conn/s: full after ~4 s",
         server=ServerSpec(kind="nginx"),
         client_addrs=4,
-        load=Load(rate=1000, duration=10, close="server", timeout=2.0),
+        load=Load(rate=500, duration=10, close="server", timeout=2.0),
         settings=Settings(
-            host_sysctls={"net.netfilter.nf_conntrack_max": "4096"},
+            host_sysctls={"net.netfilter.nf_conntrack_max": "2048"},
             nft={"server": ("conntrack",)},
         ),
         expected="conntrack_full",
