@@ -16,11 +16,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # no display, no Tk: the report must render on a headless server
-
 from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from tcpchurn.report.downsample import minmax
@@ -288,6 +285,9 @@ def render(spec: PlotSpec, runs: Sequence[tuple[str, Series]],
     """Draw one figure for ``runs`` (label, series) with each run's onset ``marks``."""
     n = len(spec.panels)
     fig = Figure(figsize=(11, 1.2 + 2.6 * n), dpi=DPI, layout="constrained")
+    # The Agg canvas on this figure only: no display, no Tk, and no global
+    # matplotlib.use() that would change the backend of a program importing us.
+    FigureCanvasAgg(fig)
     axes = fig.subplots(n, 1, sharex=True, squeeze=False)[:, 0]
     end = max((s.last_t() or 0.0) for _, s in runs) or 1.0
     for ax, panel in zip(axes, spec.panels, strict=True):
