@@ -23,7 +23,8 @@ from rich.console import Console
 from tcpchurn.kernel.procfs import Procfs
 from tcpchurn.report.console import DashboardState, render_dashboard
 from tcpchurn.report.files import TimelineWriter, read_summary, read_timeline
-from tcpchurn.runner import _diagnose, _Side
+from tcpchurn.run_summary import diagnose
+from tcpchurn.sampling import Side
 
 RUNS = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "runs"
 
@@ -48,7 +49,7 @@ def main() -> None:
     line = lines[-1]
     rows: list[tuple[str, float, float]] = []
 
-    side = _Side(Procfs())
+    side = Side(Procfs())
     side.sample(detail=False)
     rows.append(("client sample (cheap)", *_times_ms(lambda: side.sample(False), args.repeat)))
     rows.append(("client sample (detail)", *_times_ms(lambda: side.sample(True), args.repeat)))
@@ -67,7 +68,7 @@ def main() -> None:
 
     long = [dict(lines[i % len(lines)], t=float(i + 1)) for i in range(args.lines)]
     rows.append((f"diagnosis of {args.lines} lines", *_times_ms(
-        lambda: _diagnose(long, summary), 3)))
+        lambda: diagnose(long, summary), 3)))
 
     print(f"{'step':<28} {'median ms':>10} {'p99 ms':>10}")
     for name, med, p99 in rows:

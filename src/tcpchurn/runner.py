@@ -15,27 +15,25 @@ parent covers every worker; the workers only measure connections.
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import os
 import resource
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from tcpchurn import __version__
-from tcpchurn.environment import read_sysctl_values, take_environment
-from tcpchurn.errors import BadValue, TcpchurnError
+from tcpchurn.environment import take_environment
 from tcpchurn.kernel.procfs import Procfs
-from tcpchurn.kernel.snapshot import KernelSnapshot
 from tcpchurn.load.config import LoadConfig, parse_target
 from tcpchurn.load.engine import raise_nofile
 from tcpchurn.report.files import TimelineWriter, read_timeline, write_summary
+from tcpchurn.run_summary import apply_verdict, build_summary, diagnose, write_html
+from tcpchurn.sampling import MetricsSink, Side, first_worker_pid
 
 if TYPE_CHECKING:
     from tcpchurn.server import ServerConfig
@@ -132,57 +130,6 @@ class RunResult:
         return 0
 
 
-class _Side:
-    """Kernel samples of one side (client, or the watched server) with their deltas."""
-
-    def __init__(self, procfs: Procfs | None = None, remote: str | None = None) -> None:
-        self.procfs = procfs
-        self.remote: Any = None
-        self.t0 = time.monotonic()
-        self.pid: int | None = None  # whose descriptors to count (a worker, the server)
-        self._prev: KernelSnapshot | None = None
-        self._remote_ok = False
-        self.lost: list[str] = []  # scrapes of the remote side that failed mid-run
-        if remote is not None:
-            from tcpchurn.report.remote import RemoteWatcher
-
-            self.remote = RemoteWatcher(remote)
-
-    def sample(self, detail: bool) -> dict[str, Any] | None:
-        """One §1 sample, with ``*_delta`` against this side's previous one.
-
-        ``None`` only for a remote side whose scrape failed after the first success.
-        """
-        if self.remote is not None:
-            return self._remote_sample()
-        snap = KernelSnapshot.take(self.procfs, pid=self.pid, detail=detail, t0=self.t0)
-        out = snap.to_json(self._prev)
-        self._prev = snap
-        return out
-
-    def _remote_sample(self) -> dict[str, Any] | None:
-        if not self._remote_ok:
-            # The baseline (or every scrape so far) must work: TargetError, exit 3.
-            sample: dict[str, Any] = self.remote.sample()
-            self._remote_ok = True
-            return sample
-        try:
-            sample = self.remote.sample()
-        except TcpchurnError as exc:
-            # One lost scrape mid-run must not end the load: the line says null.
-            self.lost.append(str(exc))
-            return None
-        return sample
-
-    def sysctls(self) -> dict[str, Any]:
-        """The sysctls of this side (empty for a remote one: it only exports samples)."""
-        return read_sysctl_values(self.procfs) if self.procfs is not None else {}
-
-    def close(self) -> None:
-        if self.procfs is not None:
-            self.procfs.close()
-
-
 class _StopFlag:
     """Set by SIGINT/SIGTERM; the run stops the load at the next interval boundary."""
 
@@ -244,114 +191,11 @@ def preflight_warnings(cfg: RunConfig) -> list[str]:
     return warnings
 
 
-class _Prometheus:
-    """Live metrics on ``--prometheus PORT`` (tcpchurn.report.prometheus / prom_load)."""
-
-    def __init__(self, port: int, watched: bool) -> None:
-        from tcpchurn.report import prom_load, prometheus
-
-        self.registry = prometheus.make_registry()
-        self.client = prometheus.KernelMetrics(self.registry, "client")
-        self.server = prometheus.KernelMetrics(self.registry, "server") if watched else None
-        self.load = prom_load.RunMetrics(self.registry)
-        try:
-            self.stop: Callable[[], None] = prometheus.start_server(self.registry, port)
-        except OSError as exc:
-            raise BadValue(
-                "--prometheus", port, f"cannot listen on it ({exc.strerror}): pick a free port"
-            ) from exc
-
-    def update(self, line: Mapping[str, Any]) -> None:
-        self.load.update(line["load"])
-        if line["client"] is not None:
-            self.client.update(line["client"])
-        if self.server is not None and line["server"] is not None:
-            self.server.update(line["server"])
-
-
-def _diagnose(
-    timeline: list[dict[str, Any]], summary: dict[str, Any]
-) -> tuple[list[Any], list[Any]]:
-    """Findings and headroom from tcpchurn.diagnose.verdict, or ([], []) without it."""
-    try:
-        from tcpchurn.diagnose.verdict import diagnose_run
-    except ImportError:
-        return [], []
-    verdict = diagnose_run(timeline, summary)
-    return [f.to_json() for f in verdict.findings], [h.to_json() for h in verdict.headroom]
-
-
-def _write_html(out_dir: Path) -> Path | None:
-    try:
-        from tcpchurn.report.html import write_report
-    except ImportError:
-        return None
-    return write_report(out_dir)
-
-
-def build_summary(
-    *,
-    totals: Mapping[str, Any],
-    started: float,
-    duration_s: float,
-    interrupted: bool,
-    target: str,
-    environment: Mapping[str, Any],
-    config: Mapping[str, Any],
-    warnings: list[str],
-) -> dict[str, Any]:
-    """summary.json (schema §4) before the diagnosis fills ``findings``/``headroom``.
-
-    ``totals`` is ``RunTotals.to_json()``.  ``generator_saturated`` (an added key) is true
-    when any due connection was skipped: the schedule was not kept by tcpchurn itself.
-    :func:`run` also sets it when the diagnosis finds ``generator_saturated`` (rate
-    behind, or schedule lag sustained); a few ``late`` starts (> 1 ms) on a busy machine
-    are only counted.
-    """
-    conns = dict(totals["connections"])
-    summary: dict[str, Any] = {
-        "tcpchurn_version": __version__,
-        "started": datetime.datetime.fromtimestamp(started, datetime.UTC).strftime(
-            "%Y-%m-%dT%H:%M:%S.%fZ"
-        ),
-        "duration_s": round(duration_s, 3),
-        "interrupted": interrupted,
-        "target": target,
-    }
-    summary.update(totals)
-    summary["connections"] = conns
-    summary.update(
-        {
-            "generator_saturated": bool(conns.get("skipped")),
-            "environment": dict(environment),
-            "findings": [],
-            "headroom": [],
-            "warnings": list(warnings),
-            "config": dict(config),
-        }
-    )
-    return summary
-
-
-def _first_worker_pid(pool: object) -> int | None:
-    """The pid of worker 0, whose descriptors stand for every worker's on the client.
-
-    The connections' fds live in the worker processes, not in this one; each worker has
-    an equal share of the rate, so worker 0's count against its RLIMIT_NOFILE is the
-    figure that predicts EMFILE.
-    """
-    pids = getattr(pool, "pids", None)
-    if pids is None:
-        # WorkerPool has no public pid list yet (asked for); its Popen objects are it.
-        pids = [proc.pid for proc in getattr(pool, "_procs", [])]
-    return int(pids[0]) if pids else None
-
-
-def _open_server_side(cfg: RunConfig) -> _Side | None:
+def _open_server_side(cfg: RunConfig) -> Side | None:
     if cfg.watch_netns is not None or cfg.watch_pid is not None:
-        return _Side(Procfs(netns=cfg.watch_netns, pid=cfg.watch_pid))
+        return Side(Procfs(netns=cfg.watch_netns, pid=cfg.watch_pid))
     if cfg.watch_remote is not None:
-        return _Side(remote=cfg.watch_remote)
+        return Side(remote=cfg.watch_remote)
     return None
 
 
@@ -360,10 +204,10 @@ class _Prepared:
     """What exists once every check has passed and before the first connection."""
 
     load: LoadConfig
-    client: _Side
-    server: _Side | None
+    client: Side
+    server: Side | None
     environment: dict[str, Any]
-    prom: _Prometheus | None
+    prom: MetricsSink | None
 
 
 def _prepare(cfg: RunConfig, stack: ExitStack, on_start: OnStart | None) -> _Prepared:
@@ -372,7 +216,7 @@ def _prepare(cfg: RunConfig, stack: ExitStack, on_start: OnStart | None) -> _Pre
     Everything that can fail on the user's input or on the target fails here, before
     any file is created (NamespaceNotFound, BadValue, TargetError).
     """
-    client = _Side(Procfs())
+    client = Side(Procfs())
     stack.callback(client.close)
     server = _open_server_side(cfg)
     if server is not None:
@@ -406,9 +250,9 @@ def _prepare(cfg: RunConfig, stack: ExitStack, on_start: OnStart | None) -> _Pre
     client.sample(detail=False)
     if server is not None:
         server.sample(detail=False)
-    prom: _Prometheus | None = None
+    prom: MetricsSink | None = None
     if cfg.prometheus_port is not None:
-        prom = _Prometheus(cfg.prometheus_port, server is not None)
+        prom = MetricsSink(cfg.prometheus_port, server is not None)
         stack.callback(prom.stop)
     if on_start is not None:
         on_start(environment, server.sysctls() if server else {})
@@ -449,7 +293,7 @@ def run(
             flag.on_set = pool.stop
             try:
                 pool.start()
-                client.pid = _first_worker_pid(pool)
+                client.pid = first_worker_pid(pool)
                 for interval in pool.intervals():
                     intervals += 1
                     # The end of the interval on the load's own clock (schema §3: ``t``
@@ -498,16 +342,14 @@ def run(
         interrupted=interrupted,
         target=str(load.target.url),
         environment=prep.environment,
-        config=cfg.to_json(),
+        # As given, with the built-in server's real address in place of the placeholder.
+        config=dataclasses.replace(cfg, load=load).to_json(),
         warnings=warnings,
     )
     write_summary(cfg.out_dir, summary)
     if failure is not None:
         raise failure
-    findings, headroom = _diagnose(list(read_timeline(cfg.out_dir)), summary)
-    summary["findings"], summary["headroom"] = findings, headroom
-    if any(f.get("limit") == "generator_saturated" for f in findings):
-        summary["generator_saturated"] = True
+    apply_verdict(summary, *diagnose(list(read_timeline(cfg.out_dir)), summary))
     write_summary(cfg.out_dir, summary)
-    html = _write_html(cfg.out_dir) if cfg.html else None
+    html = write_html(cfg.out_dir) if cfg.html else None
     return RunResult(cfg.out_dir, summary, intervals, interrupted, warnings, html)

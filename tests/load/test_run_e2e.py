@@ -59,6 +59,7 @@ def test_builtin_server_exact_counts(tmp_path: Path) -> None:
     assert summary["errors"] == {} and summary["interrupted"] is False
     assert summary["target"].startswith("http://127.0.0.1:")
     assert summary["config"]["builtin_server"]["host"] == "127.0.0.1"
+    assert summary["config"]["target"] == summary["target"]
     assert summary["environment"]["source_addresses"] == ["127.0.0.1"]
     assert summary["environment"]["cpus"] == os.cpu_count()
     assert summary["duration_s"] == 3.0

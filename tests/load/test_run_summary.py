@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from tcpchurn.load.config import LoadConfig, parse_target
-from tcpchurn.runner import RunConfig, RunResult, build_summary, fd_estimate, preflight_warnings
+from tcpchurn.run_summary import apply_verdict, build_summary
+from tcpchurn.runner import RunConfig, RunResult, fd_estimate, preflight_warnings
 
 TOTALS: dict[str, Any] = {
     "target_rate": 1000.0,
@@ -63,6 +64,14 @@ def test_generator_saturated_when_skipped(late: int, skipped: int, saturated: bo
     summary = _summary(totals)
     assert summary["generator_saturated"] is saturated
     assert summary["connections"]["late"] == late
+
+
+def test_a_generator_saturated_finding_sets_the_flag() -> None:
+    summary = apply_verdict(_summary(), [{"limit": "generator_saturated"}], [])
+    assert summary["generator_saturated"] is True
+    summary = apply_verdict(_summary(), [{"limit": "tw_buckets"}], [{"limit": "tw_buckets"}])
+    assert summary["generator_saturated"] is False
+    assert summary["headroom"] == [{"limit": "tw_buckets"}]
 
 
 def _result(summary: dict[str, Any], interrupted: bool = False) -> RunResult:
