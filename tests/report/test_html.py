@@ -201,6 +201,8 @@ def _corrupt_line(run: Path) -> None:
      "'findings' item 1 is int, not an object"),
     (lambda run: (run / "summary.json").write_text('{"latency_ms": {"connect": [1]}}'),
      "'latency_ms'.connect is list, not an object"),
+    (lambda run: (run / "summary.json").write_text('{"findings": [{"fix": "sysctl -w"}]}'),
+     "'findings' item 0 'fix' is str, not a list"),
 ])
 def test_bad_run_dir_is_one_line_and_exit_2(tmp_path: Path, breakage: Any,
                                             message: str) -> None:

@@ -187,7 +187,8 @@ def verdict(summary: Mapping[str, Any]) -> str:
         f = findings[0]
         onset = f.get("onset_s")
         when = f" at {fmt(onset)} s" if onset is not None else ""
-        return (f'<p class="verdict bad" id="verdict">{esc(f.get("title", f.get("limit")))} '
+        kind = "warn" if f.get("severity") == "warning" else "bad"
+        return (f'<p class="verdict {kind}" id="verdict">{esc(f.get("title", f.get("limit")))} '
                 f"({esc(f.get('side'))} side){esc(when)}: <code>{esc(f.get('limit'))}</code></p>")
     if summary.get("interrupted"):
         return '<p class="verdict bad" id="verdict">Interrupted before the end.</p>'

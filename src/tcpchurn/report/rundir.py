@@ -126,4 +126,10 @@ def check_summary(summary: dict[str, Any]) -> str | None:
         for i, item in enumerate(v):
             if not isinstance(item, dict):
                 return f"{key!r} item {i} is {type(item).__name__}, not an object"
+    for i, finding in enumerate(summary.get("findings") or []):
+        for key, kind in (("evidence", dict), ("fix", list), ("wrong_fixes", list)):
+            v = finding.get(key)
+            if v is not None and not isinstance(v, kind):
+                want = "an object" if kind is dict else "a list"
+                return f"'findings' item {i} {key!r} is {type(v).__name__}, not {want}"
     return None
