@@ -148,6 +148,17 @@ def test_saturated_generator_and_warnings_are_said(tmp_path: Path) -> None:
     assert "rate x timeout &gt; RLIMIT_NOFILE" in text
 
 
+def test_server_sysctls_are_listed_and_drawn(tmp_path: Path) -> None:
+    run = shutil.copytree(RUNS / "lab-tw-buckets", tmp_path / "run")
+    summary = json.loads((run / "summary.json").read_text())
+    summary["environment"]["server_sysctls"] = {"net.ipv4.tcp_max_tw_buckets": 1000}
+    (run / "summary.json").write_text(json.dumps(summary))
+    out = write_report(run)
+    page = _page(out)
+    assert page.cells["environment.server_sysctls.net.ipv4.tcp_max_tw_buckets"] == 1000
+    assert 'id="server-sysctl-table"' in out.read_text()
+
+
 def test_default_output_is_in_the_run_dir(tmp_path: Path) -> None:
     run = shutil.copytree(RUNS / "healthy", tmp_path / "run")
     out = write_report(run)

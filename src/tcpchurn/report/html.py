@@ -227,14 +227,17 @@ def headroom(summary: Mapping[str, Any]) -> str:
 def environment(summary: Mapping[str, Any]) -> str:
     """Kernel, CPUs, limits and every sysctl the run recorded, then the configuration."""
     env = summary.get("environment") or {}
-    rows = [[th(k), cell(f"environment.{k}", v)] for k, v in env.items() if k != "sysctls"]
-    sysctls = env.get("sysctls") or {}
-    sys_rows = [[th(k), cell(f"environment.sysctls.{k}", v)] for k, v in sorted(
-        sysctls.items())]
+    tables = (("sysctls", "sysctl (client)", "sysctl-table"),
+              ("server_sysctls", "sysctl (server side)", "server-sysctl-table"))
+    rows = [[th(k), cell(f"environment.{k}", v)] for k, v in env.items()
+            if k not in {key for key, _, _ in tables}]
     out = ["<h2 id=\"environment\">Environment</h2>", table(["", "value"], rows,
                                                             "environment-table")]
-    if sys_rows:
-        out.append(table(["sysctl", "value"], sys_rows, "sysctl-table"))
+    for key, head, id_ in tables:
+        values = env.get(key)
+        if isinstance(values, dict) and values:
+            out.append(table([head, "value"], [[th(k), cell(f"environment.{key}.{k}", v)]
+                                               for k, v in sorted(values.items())], id_))
     out.append("<h2 id=\"config\">Configuration</h2><pre id=\"config-json\">"
                + esc(json.dumps(summary.get("config") or {}, indent=2, sort_keys=True))
                + "</pre>")
