@@ -139,3 +139,21 @@ def test_default_out_dir_is_timestamped_under_cwd(tmp_path: Path) -> None:
     assert proc.returncode in (0, 1), proc.stderr
     (run_dir,) = (tmp_path / "tcpchurn-out").iterdir()
     assert (run_dir / "summary.json").exists() and (run_dir / "timeline.jsonl").exists()
+
+
+def test_out_dir_of_an_earlier_run_is_not_overwritten(tmp_path: Path) -> None:
+    (tmp_path / "summary.json").write_text("{}")
+    proc = _run("--duration", "1", "--out", str(tmp_path), "--quiet")
+    assert proc.returncode == 2, proc.stderr
+    (line,) = proc.stderr.splitlines()
+    assert str(tmp_path) in line and "already holds a run" in line
+    assert (tmp_path / "summary.json").read_text() == "{}"
+
+
+def test_out_dir_that_cannot_be_created_is_exit_2(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    proc = _run("--rate", "10", "--duration", "1", "--out", str(tmp_path / "file" / "run"),
+                "--quiet")
+    assert proc.returncode == 2, proc.stderr
+    (line,) = proc.stderr.splitlines()
+    assert "cannot write there" in line and "Traceback" not in proc.stderr

@@ -28,10 +28,17 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from tcpchurn.environment import take_environment
+from tcpchurn.errors import BadValue
 from tcpchurn.kernel.procfs import Procfs
 from tcpchurn.load.config import LoadConfig, parse_target
 from tcpchurn.load.engine import raise_nofile
-from tcpchurn.report.files import TimelineWriter, read_timeline, write_summary
+from tcpchurn.report.files import (
+    SUMMARY_NAME,
+    TIMELINE_NAME,
+    TimelineWriter,
+    read_timeline,
+    write_summary,
+)
 from tcpchurn.run_summary import apply_verdict, build_summary, diagnose, write_html
 from tcpchurn.sampling import MetricsSink, Side, first_worker_pid
 
@@ -199,6 +206,21 @@ def _open_server_side(cfg: RunConfig) -> Side | None:
     return None
 
 
+def _check_out_dir(out_dir: Path) -> None:
+    """Refuse to overwrite an earlier run (checked before anything starts)."""
+    for name in (TIMELINE_NAME, SUMMARY_NAME):
+        if (out_dir / name).exists():
+            raise BadValue("--out", str(out_dir),
+                           f"it already holds a run ({name}): give a new directory")
+
+
+def _open_timeline(out_dir: Path) -> TimelineWriter:
+    try:
+        return TimelineWriter(out_dir)
+    except OSError as exc:
+        raise BadValue("--out", str(out_dir), f"cannot write there ({exc.strerror})") from exc
+
+
 @dataclass
 class _Prepared:
     """What exists once every check has passed and before the first connection."""
@@ -216,6 +238,7 @@ def _prepare(cfg: RunConfig, stack: ExitStack, on_start: OnStart | None) -> _Pre
     Everything that can fail on the user's input or on the target fails here, before
     any file is created (NamespaceNotFound, BadValue, TargetError).
     """
+    _check_out_dir(cfg.out_dir)
     client = Side(Procfs())
     stack.callback(client.close)
     server = _open_server_side(cfg)
@@ -285,7 +308,7 @@ def run(
     with ExitStack() as stack:
         prep = _prepare(cfg, stack, on_start)
         load, client, server = prep.load, prep.client, prep.server
-        writer = stack.enter_context(TimelineWriter(cfg.out_dir))
+        writer = stack.enter_context(_open_timeline(cfg.out_dir))
         pool = WorkerPool(load)
         stack.callback(pool.close)
         started = time.time()
