@@ -48,7 +48,8 @@ HELP = """Sustain an exact, open-loop rate of NEW TCP connections against TARGET
 \b
 TARGET is http://host[:port][/path] or host:port ([v6addr]:port for IPv6). With
 --mode http (default) each connection carries one HTTP/1.1 request; with --mode
-tcp it connects and closes without sending a byte. A host name is resolved once.
+tcp it connects and sends nothing: it closes at once (--close client/reset) or
+waits for the server to close (--close server). A host name is resolved once.
 Without TARGET, tcpchurn starts its own server on 127.0.0.1 and targets it.
 
 \b
@@ -104,7 +105,7 @@ Examples:
               show_default=True, help="Evenly spaced starts, or a Poisson process.")
 @click.option("--mode", type=click.Choice(["http", "tcp"]), default="http",
               show_default=True,
-              help="http: one request per connection; tcp: connect and close.")
+              help="http: one request per connection; tcp: connect, send nothing.")
 @click.option("--close", "close", type=click.Choice(["server", "client", "reset"]),
               default="server", show_default=True, help="Who ends each connection (see above).")
 @click.option("--timeout", default="5", show_default=True, metavar="S",
