@@ -158,6 +158,7 @@ class Schedule:
     def due(self, now: float, limit: int | None = None) -> list[tuple[int, float]]:
         """Pop every connection due at or before ``now``: ``[(seq, scheduled_time)]``."""
         out: list[tuple[int, float]] = []
+        now = min(now, self.duration)  # due(inf) means "everything left"
         while self.next_time <= now and (limit is None or len(out) < limit):
             out.append((self.next_seq, self.next_time))
             self.advance()

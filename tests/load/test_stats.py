@@ -1,0 +1,157 @@
+"""Stats: vectorised recording equals HdrHistogram's own, merge/encode/decode round trips,
+percentiles of known inputs, and the exact JSON keys of docs/schema.md §2 and §4."""
+
+from __future__ import annotations
+
+import pickle
+import random
+
+import numpy as np
+import pytest
+
+from tcpchurn.load.stats import (
+    HIGHEST_US,
+    MISSING,
+    IntervalStats,
+    Recorder,
+    RunTotals,
+    new_histogram,
+    record_many,
+)
+
+
+def test_record_many_matches_record_value_bucket_for_bucket() -> None:
+    rng = random.Random(1)
+    values = [0, 1, 2, 2047, 2048, 2049, 4095, 4096, 10**6, 10**9, HIGHEST_US]
+    values += [int(rng.lognormvariate(7, 3)) % HIGHEST_US for _ in range(20000)]
+    fast, slow = new_histogram(), new_histogram()
+    record_many(fast, np.array(values, dtype=np.int64))
+    for v in values:
+        slow.record_value(v)
+    assert list(fast.counts) == list(slow.counts)
+    assert fast.get_total_count() == slow.get_total_count() == len(values)
+    assert (fast.get_min_value(), fast.get_max_value()) == (
+        slow.get_min_value(), slow.get_max_value())
+
+
+def interval_with(latencies_ms: list[float], index: int = 0) -> IntervalStats:
+    """One interval where connection i was scheduled at i ms, started on time, connected
+    after latencies_ms[i]/2, first byte and end after latencies_ms[i]."""
+    rec = Recorder()
+    for i, lat in enumerate(latencies_ms):
+        t = i / 1000.0
+        rec.attempted += 1
+        rec.ok += 1
+        rec.done.append((t, t, t + lat / 2000.0, t + lat / 1000.0, t + lat / 1000.0))
+    return rec.flush(index, float(index), 1.0, float(len(latencies_ms)), 0)
+
+
+def test_percentiles_of_known_inputs() -> None:
+    st = interval_with([float(v) / 1000.0 for v in range(1, 1001)])  # 1..1000 us
+    lat = st.to_json()["latency_ms"]["total"]
+    # values below 2048 us are exact with 3 significant digits
+    assert lat == {"p50": 0.5, "p90": 0.9, "p99": 0.99, "p999": 0.999, "max": 1.0,
+                   "count": 1000}
+    assert st.to_json()["latency_ms"]["connect"]["p50"] == 0.25
+
+
+def test_latency_from_scheduled_and_actual_start() -> None:
+    rec = Recorder()
+    # scheduled at 0, started 0.3 ms late, connected 0.1 ms later, done 0.3 ms after start
+    # (below 2.048 ms the histogram is exact to the microsecond)
+    rec.done.append((0.0, 0.0003, 0.0004, 0.0005, 0.0006))
+    rec.attempted, rec.ok, rec.late = 1, 1, 1
+    js = rec.flush(0, 0.0, 1.0, 1.0, 0).to_json()
+    assert js["latency_ms"]["connect"]["max"] == 0.4
+    assert js["latency_ms"]["schedule_lag"]["max"] == 0.3
+    assert js["latency_ms"]["total"]["max"] == 0.6
+    assert js["latency_from_actual_start_ms"]["connect"]["max"] == 0.1
+    assert js["latency_from_actual_start_ms"]["total"]["max"] == 0.3
+    assert js["late"] == 1
+
+
+def test_failures_count_by_name_with_first_time() -> None:
+    rec = Recorder()
+    rec.attempted = 3
+    rec.error("ECONNREFUSED", 0.25)
+    rec.error("ECONNREFUSED", 0.5)
+    rec.error("ETIMEDOUT", 0.75)
+    rec.done.append((0.0, 0.0, MISSING, MISSING, MISSING))
+    st = rec.flush(0, 0.0, 1.0, 3.0, 0)
+    js = st.to_json()
+    assert js["failed"] == 3 and js["ok"] == 0
+    assert js["errors"] == {"ECONNREFUSED": 2, "ETIMEDOUT": 1}
+    assert js["first_error_s"] == {"ECONNREFUSED": 0.25, "ETIMEDOUT": 0.75}
+    assert js["latency_ms"]["connect"] == {"p50": None, "p90": None, "p99": None,
+                                           "p999": None, "max": None, "count": 0}
+    # the recorder starts afresh: memory is one interval's worth
+    assert rec.done == [] and rec.errors == {} and rec.attempted == 0
+
+
+def test_interval_json_has_exactly_the_schema_keys() -> None:
+    js = interval_with([1.0, 2.0]).to_json()
+    assert set(js) == {
+        "target_rate", "achieved_rate", "attempted", "ok", "failed", "late", "skipped",
+        "inflight", "errors", "latency_ms", "latency_from_actual_start_ms",
+        "first_error_s", "interval_s",
+    }
+    assert set(js["latency_ms"]) == {"connect", "ttfb", "total", "schedule_lag"}
+    assert set(js["latency_ms"]["ttfb"]) == {"p50", "p90", "p99", "p999", "max", "count"}
+    assert js["target_rate"] == 2.0 and js["achieved_rate"] == 2.0
+
+
+def test_encode_decode_and_pickle_round_trip() -> None:
+    st = interval_with([random.Random(3).uniform(0.1, 50) for _ in range(500)], index=4)
+    st.errors, st.first_error_s, st.failed = {"EADDRNOTAVAIL": 2}, {"EADDRNOTAVAIL": 4.5}, 2
+    st.skipped, st.late, st.inflight = 5, 6, 7
+    back = IntervalStats.decode(st.encode())
+    assert back.to_json() == st.to_json()
+    assert (back.index, back.t0, back.length) == (4, 4.0, 1.0)
+    assert pickle.loads(pickle.dumps(st)).to_json() == st.to_json()
+
+
+def test_merge_adds_counts_histograms_and_keeps_first_errors() -> None:
+    a = interval_with([1.0] * 100)
+    b = interval_with([1.5] * 300)
+    a.errors, a.first_error_s, a.failed = {"ECONNRESET": 1}, {"ECONNRESET": 0.9}, 1
+    b.errors, b.first_error_s, b.failed = {"ECONNRESET": 2}, {"ECONNRESET": 0.2}, 2
+    a.inflight, b.inflight = 3, 4
+    merged = a.merge(IntervalStats.decode(b.encode()))
+    js = merged.to_json()
+    assert js["attempted"] == 400 and js["ok"] == 400 and js["failed"] == 3
+    assert js["target_rate"] == 400.0 and js["inflight"] == 7
+    assert js["errors"] == {"ECONNRESET": 3} and js["first_error_s"] == {"ECONNRESET": 0.2}
+    assert js["latency_ms"]["total"]["count"] == 400
+    assert js["latency_ms"]["total"]["p50"] == 1.5  # 300 of 400 values are 1.5 ms
+    assert js["latency_ms"]["total"]["p50"] == 1.5
+    assert js["latency_ms"]["ttfb"]["max"] == 1.5
+
+
+def test_run_totals_summary_keys_and_rates() -> None:
+    totals = RunTotals()
+    for k in range(3):
+        st = interval_with([1.0] * 1000, index=k)
+        st.target = 1000.0
+        totals.add(st)
+    last = interval_with([2.0] * 250, index=3)
+    last.length, last.target = 0.25, 250.0
+    totals.add(last)
+    js = totals.to_json()
+    assert set(js) == {"target_rate", "achieved_rate", "connections", "errors",
+                       "first_error_s", "latency_ms", "latency_from_actual_start_ms"}
+    assert js["connections"] == {"attempted": 3250, "ok": 3250, "failed": 0, "late": 0,
+                                 "skipped": 0}
+    assert js["target_rate"] == 1000.0 and js["achieved_rate"] == 1000.0
+    assert set(js["latency_ms"]) == {"connect", "ttfb", "total", "schedule_lag"}
+    assert set(js["latency_ms"]["total"]) == {"p50", "p90", "p99", "p999", "max"}
+    assert js["latency_ms"]["total"]["max"] == 2.0
+    assert set(js["latency_from_actual_start_ms"]) == {"connect", "ttfb", "total"}
+
+
+@pytest.mark.parametrize("seconds", [0.2, 7200.0])
+def test_out_of_range_values_are_clamped_not_lost(seconds: float) -> None:
+    rec = Recorder()
+    # 0.2: "before" its schedule (clock skew between workers) -> 0; 7200 s -> 1 hour
+    rec.done.append((0.5, 0.5, seconds, seconds, seconds))
+    st = rec.flush(0, 0.0, 1.0, 1.0, 0)
+    assert st.hists["total"].get_total_count() == 1
