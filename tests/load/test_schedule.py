@@ -3,6 +3,7 @@ and worker shares that interleave to the total exactly."""
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -86,7 +87,7 @@ def test_ramp_shape_is_quadratic_then_linear() -> None:
     assert sum(1 for t in times if 1.0 <= t < 2.0) == 750
     assert sum(1 for t in times if 2.0 <= t < 3.0) == 1000
     # gaps shrink during the ramp and are exactly 1 ms afterwards
-    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     assert gaps[10] > gaps[100] > gaps[900]
     assert all(abs(g - 0.001) < 1e-9 for g in gaps[1000:])
 
@@ -105,7 +106,7 @@ def test_poisson_mean_and_dispersion_with_fixed_seed() -> None:
     n = len(times)
     # Poisson count: mean 20000, sd sqrt(20000) ~ 141; 4 sd bounds
     assert abs(n - 20000) < 4 * math.sqrt(20000)
-    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     mean = sum(gaps) / len(gaps)
     var = sum((g - mean) ** 2 for g in gaps) / len(gaps)
     assert abs(mean - 0.001) < 0.00005
