@@ -37,6 +37,11 @@ def _serve_one(conn: socket.socket, mode: str, held: list[socket.socket]) -> Non
             return
         conn.settimeout(10.0)
         request = conn.recv(65536)
+        if not request:
+            # A bare TCP client (--mode tcp) closed without a byte: answering now would
+            # draw an RST from its closed socket, so just close too.
+            conn.close()
+            return
         conn.sendall(GARBAGE if mode == "garbage" else RESPONSE)
         if mode == "ok" and b"connection: close" not in request.lower():
             # A keep-alive request (--close client/reset): the client closes first.
