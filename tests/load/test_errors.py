@@ -9,6 +9,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,6 +21,13 @@ def _only_error(name: str, summary: dict[str, object]) -> None:
     errors = summary["errors"]
     assert isinstance(errors, dict)
     assert set(errors) == {name}, errors
+
+
+def _first_finding(summary: dict[str, Any]) -> tuple[str, str]:
+    """(limit, side) of the diagnosis' first finding: the end of the errno's journey."""
+    assert summary["findings"], "nothing was diagnosed"
+    first = summary["findings"][0]
+    return first["limit"], first["side"]
 
 
 def test_closed_port_is_econnrefused(tmp_path: Path) -> None:
@@ -36,6 +44,7 @@ def test_closed_port_is_econnrefused(tmp_path: Path) -> None:
     consistent(summary, done.timeline)
     assert done.rc == 3, done.stderr
     assert "ECONNREFUSED" in done.stderr
+    assert _first_finding(summary) == ("server_refused", "server")
 
 
 def test_server_that_resets_is_econnreset(tmp_path: Path) -> None:
@@ -65,6 +74,7 @@ def test_server_that_never_answers_is_response_timeout(tmp_path: Path) -> None:
     _only_error("RESPONSE_TIMEOUT", done.summary)
     assert done.summary["errors"]["RESPONSE_TIMEOUT"] == 50
     consistent(done.summary, done.timeline)
+    assert _first_finding(done.summary) == ("server_slow", "server")
 
 
 def test_rlimit_nofile_64_is_emfile(tmp_path: Path) -> None:
@@ -84,6 +94,7 @@ def test_rlimit_nofile_64_is_emfile(tmp_path: Path) -> None:
     # The client's fd table (worker 0's) shows the limit that was hit.
     procs = [line["client"]["fds"]["process"] for line in done.timeline]
     assert any(p is not None and p["soft"] == 64 and p["open"] >= 60 for p in procs), procs
+    assert _first_finding(summary) == ("fd_process", "client")
 
 
 @pytest.mark.root
@@ -99,6 +110,7 @@ def test_dropped_syns_are_etimedout(tmp_path: Path, make_netns: Callable[[], str
     assert done.summary["errors"]["ETIMEDOUT"] == 20
     consistent(done.summary, done.timeline)
     assert done.rc == 3
+    assert _first_finding(done.summary) == ("unreachable", "server")
 
 
 @pytest.mark.root
@@ -123,3 +135,4 @@ def test_fifty_ephemeral_ports_is_eaddrnotavail(
     assert summary["environment"]["sysctls"]["net.ipv4.ip_local_port_range"] == [40000, 40049]
     consistent(summary, done.timeline)
     assert done.rc == 1
+    assert _first_finding(summary) == ("ephemeral_ports", "client")
