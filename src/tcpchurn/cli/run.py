@@ -127,7 +127,8 @@ Examples:
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
               help="Run directory (default ./tcpchurn-out/<UTC timestamp>).")
 @click.option("--json", "as_json", is_flag=True, help="Print summary.json on stdout.")
-@click.option("--quiet", "-q", is_flag=True, help="No live dashboard.")
+@click.option("--quiet", "-q", is_flag=True,
+              help="No live dashboard and no final text: only the files, warnings, errors.")
 @click.option("--prometheus", "prometheus_port", type=int, default=None, metavar="PORT",
               help="Serve live metrics on this port.")
 @click.option("--html", is_flag=True, help="Also write OUT/report.html.")
