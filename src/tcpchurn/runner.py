@@ -344,7 +344,10 @@ def run(
                 # The second Ctrl-C: stop at once, keep what was measured.
                 flag.signum = signal.SIGINT
             except Exception as exc:
-                failure = exc
+                # Stopping while workers still start can break their pipes: that is the
+                # interruption asked for, not a failure.
+                if flag.signum is None:
+                    failure = exc
             finally:
                 pool.stop()
         writer.close()
