@@ -137,3 +137,16 @@ def test_live_dashboard_redraws_every_interval() -> None:
     for i in range(1, len(lines) + 1):
         assert f"{len(lines) - i:.1f} s left" in out
     assert dash.state.attempted == sum(line["load"]["attempted"] for line in lines)
+
+
+def test_rising_limit_counters_are_named_per_side() -> None:
+    state = _state("seed-2009")
+    assert state.last is not None
+    drop = state.last["server"]["conntrack"]["stat_delta"]["drop"]
+    retrans = state.last["client"]["counters_delta"]["TcpExt"]["TCPSynRetrans"]
+    assert drop > 0 and retrans > 0
+    text = _text(render_dashboard(state))
+    assert f"server this interval: conntrack drop +{drop:,}" in text
+    assert f"client this interval: TCPSynRetrans +{retrans:,}" in text
+    healthy = _state("healthy")
+    assert "this interval:" not in _text(render_dashboard(healthy))

@@ -94,6 +94,29 @@ def kernel_tables(sample: Mapping[str, Any] | None, sysctls: Mapping[str, Any]) 
     return rows
 
 
+# Counters whose increase means a limit is biting (KERNEL.md §1): shown when non-zero.
+ALARMS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("ListenOverflows", ("counters_delta", "TcpExt", "ListenOverflows")),
+    ("ListenDrops", ("counters_delta", "TcpExt", "ListenDrops")),
+    ("TCPTimeWaitOverflow", ("counters_delta", "TcpExt", "TCPTimeWaitOverflow")),
+    ("TCPSynRetrans", ("counters_delta", "TcpExt", "TCPSynRetrans")),
+    ("TCPAbortOnMemory", ("counters_delta", "TcpExt", "TCPAbortOnMemory")),
+    ("conntrack drop", ("conntrack", "stat_delta", "drop")),
+    ("conntrack insert_failed", ("conntrack", "stat_delta", "insert_failed")),
+    ("softnet dropped", ("softnet_delta", "dropped")),
+)
+
+
+def alarms(sample: Mapping[str, Any] | None) -> list[tuple[str, int]]:
+    """The limit counters that rose during the interval of ``sample``, with how much."""
+    out = []
+    for name, path in ALARMS:
+        value = _get(sample, *path)
+        if isinstance(value, int) and value > 0:
+            out.append((name, value))
+    return out
+
+
 def _fmt_int(v: int | None) -> str:
     return "?" if v is None else f"{v:,}"
 
@@ -241,6 +264,11 @@ def render_dashboard(state: DashboardState) -> RenderableType:
     if client_rows:
         label = str(_get(server_sample, "where") or "server")
         parts.append(tables_table(client_rows, server_rows, label))
+    for side, sample in (("client", line.get("client")), ("server", server_sample)):
+        rising = alarms(sample)
+        if rising:
+            text = ", ".join(f"{name} +{value:,}" for name, value in rising)
+            parts.append(Text(f"{side} this interval: {text}", style="red"))
     return Group(*parts)
 
 
