@@ -9,11 +9,12 @@ import pytest
 from tcpchurn.diagnose.fixes import Fix, FixContext, fix_for
 from tcpchurn.diagnose.sysctls import Sysctls
 from tcpchurn.errors import BadValue, ParseError
+from tcpchurn.lab.client import load_argv, with_rlimit
 from tcpchurn.lab.faults import sysctl_rel
 from tcpchurn.lab.fixes import PassContext, fix_settings, settings_from_fix
-from tcpchurn.lab.runner import LabOptions, effective, load_argv, merge, with_rlimit
+from tcpchurn.lab.runner import LabOptions, effective
 from tcpchurn.lab.sampler import Sample, count_tcp_lines, load_start, stall_time
-from tcpchurn.lab.scenarios import SCENARIOS, Load, Settings, by_name
+from tcpchurn.lab.scenarios import SCENARIOS, Load, Settings, by_name, merge
 from tcpchurn.lab.servers import ServerSpec, apache_conf, nginx_conf, server_argv
 from tcpchurn.lab.topology import Topology
 from tcpchurn.lab.tuples import parse_nf_conntrack, tuple_stats

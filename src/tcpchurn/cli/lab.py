@@ -16,7 +16,8 @@ from rich.console import Console
 from rich.table import Table
 
 from tcpchurn.errors import BadValue
-from tcpchurn.lab.runner import LabOptions, LabResult, PassResult, cleanup, run_scenario
+from tcpchurn.lab.results import LabResult, PassResult
+from tcpchurn.lab.runner import LabOptions, cleanup, run_scenario
 from tcpchurn.lab.scenarios import SCENARIOS, by_name
 from tcpchurn.lab.servers import SERVERS
 

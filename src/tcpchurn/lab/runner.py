@@ -14,28 +14,27 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
-from tcpchurn.errors import NotPermitted, TargetError, TcpchurnError
+from tcpchurn.errors import NotPermitted, TcpchurnError
 from tcpchurn.kernel.procfs import Procfs
 from tcpchurn.kernel.sysctl import read_sysctls
 from tcpchurn.lab import faults
+from tcpchurn.lab.client import run_load
 from tcpchurn.lab.fixes import PassContext, fix_settings
 from tcpchurn.lab.journal import (
     Journal,
     LabLock,
-    process_start_time,
     signals_deferred,
     signals_raise,
 )
+from tcpchurn.lab.results import LabResult, PassResult, findings_of, read_json
 from tcpchurn.lab.sampler import Sample, Sampler, stall_time
-from tcpchurn.lab.scenarios import Load, Scenario, Settings
+from tcpchurn.lab.scenarios import Load, Scenario, Settings, merge
 from tcpchurn.lab.servers import RunningServer, ServerSpec, require_tool, start_server
 from tcpchurn.lab.topology import Topology, build, new_lab_id, wait_connectable
 from tcpchurn.lab.tuples import TupleStats, parse_nf_conntrack, tuple_stats
@@ -59,82 +58,6 @@ class LabOptions:
     client_addrs: int | None = None
     fix: bool = False
     out_dir: str = "out/lab"
-
-
-@dataclass
-class PassResult:
-    """One pass (before or after the fix)."""
-
-    label: str
-    out_dir: str
-    settings: list[str]
-    summary: dict[str, Any] | None
-    findings: list[dict[str, Any]]
-    samples: list[Sample] = field(default_factory=list)
-    stall_s: float | None = None
-    tuples: TupleStats | None = None
-    load_exit: int | None = None
-    sysctls: dict[str, Any] = field(default_factory=dict)  # side -> SysctlSnapshot
-    addrs: int = 1
-    rate: float = 0.0
-    close: str = "server"
-
-    @property
-    def first(self) -> str | None:
-        """The limit id of the first finding, ``None`` when nothing was diagnosed."""
-        return str(self.findings[0].get("limit")) if self.findings else None
-
-    @property
-    def limits(self) -> list[str]:
-        """Every limit id diagnosed, in order."""
-        return [str(f.get("limit")) for f in self.findings]
-
-    def to_json(self) -> dict[str, Any]:
-        """What ``lab run --json`` prints for this pass."""
-        return {
-            "label": self.label,
-            "out_dir": self.out_dir,
-            "settings": self.settings,
-            "first": self.first,
-            "limits": self.limits,
-            "stall_s": self.stall_s,
-            "tuples": self.tuples.to_json() if self.tuples else None,
-            "achieved_rate": (self.summary or {}).get("achieved_rate"),
-            "connections": (self.summary or {}).get("connections"),
-            "errors": (self.summary or {}).get("errors"),
-            "load_exit": self.load_exit,
-        }
-
-
-@dataclass
-class LabResult:
-    """A scenario's verdict: did the diagnosis name the limit (and did the fix remove it)?"""
-
-    scenario: Scenario
-    before: PassResult
-    after: PassResult | None = None
-    fix_source: str | None = None
-    fix_lines: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        """The expected finding came first (none for the control), and the fix removed it."""
-        want = self.scenario.expected
-        named = self.before.first == want if want else not self.before.findings
-        if self.after is None or want is None:
-            return named
-        return named and want not in self.after.limits
-
-    def to_json(self) -> dict[str, Any]:
-        """What ``lab run --json`` prints."""
-        return {
-            "scenario": self.scenario.name,
-            "expected": self.scenario.expected,
-            "ok": self.ok,
-            "before": self.before.to_json(),
-            "fix": {"source": self.fix_source, "lines": self.fix_lines} if self.after else None,
-            "after": self.after.to_json() if self.after else None,
-        }
 
 
 def check_environment(spec: ServerSpec) -> None:
@@ -166,27 +89,6 @@ def cleanup() -> list[str]:
         raise NotPermitted("the lab's cleanup changes namespaces and sysctls: run it as root")
     with LabLock():
         return repair(Journal())
-
-
-def merge(base: Settings, extra: Settings | None) -> Settings:
-    """``base`` with ``extra`` applied on top (the fix over the scenario)."""
-    if extra is None:
-        return base
-    sysctls = {side: dict(values) for side, values in base.sysctls.items()}
-    for side, values in extra.sysctls.items():
-        sysctls.setdefault(side, {}).update(values)
-    nft = dict(base.nft)
-    for side, names in extra.nft.items():
-        nft[side] = (*nft.get(side, ()), *names)
-    return Settings(
-        sysctls=sysctls,
-        host_sysctls={**base.host_sysctls, **extra.host_sysctls},
-        nft=nft,
-        nft_text={**base.nft_text, **extra.nft_text},
-        server={**base.server, **extra.server},
-        load={**base.load, **extra.load},
-        client_addrs=extra.client_addrs if extra.client_addrs is not None else base.client_addrs,
-    )
 
 
 def effective(scenario: Scenario, opts: LabOptions, settings: Settings) -> tuple[
@@ -222,106 +124,6 @@ def apply_settings(journal: Journal, topo: Topology, settings: Settings) -> None
             NFT_FAULTS[fault](journal, ns[side])
     for side, text in settings.nft_text.items():
         faults.load_nft_text(journal, ns[side], text)
-
-
-def load_argv(topo: Topology, load: Load, addrs: int, out_dir: str) -> list[str]:
-    """``ip netns exec CLIENT python -m tcpchurn run ...`` for one pass."""
-    # http://host/ for HTTP; plain host:port for bare TCP (`tcpchurn run --help`).
-    target = f"http://{topo.server_v4}/" if load.mode == "http" else f"{topo.server_v4}:80"
-    argv = [
-        "ip", "netns", "exec", topo.client_ns,
-        sys.executable, "-m", "tcpchurn", "run", target,
-        "--rate", f"{load.rate:g}", "--duration", f"{load.duration:g}",
-        "--close", load.close, "--mode", load.mode, "--timeout", f"{load.timeout:g}",
-        "--watch-netns", topo.server_ns, "--out", out_dir, "--quiet",
-    ]  # fmt: skip
-    if addrs > 1:
-        for addr in topo.client_addrs[:addrs]:
-            argv += ["--source-ip", addr]
-    return argv
-
-
-# Sets RLIMIT_NOFILE (soft = hard) and execs the load: rlimits survive exec(2).  A
-# trampoline rather than Popen(preexec_fn=...), which is unsafe in a process with threads
-# (the sampler and Procfs threads run while the load starts).
-_RLIMIT_TRAMPOLINE = (
-    "import os, resource, sys; n = int(sys.argv[1]); "
-    "resource.setrlimit(resource.RLIMIT_NOFILE, (n, n)); os.execvp(sys.argv[2], sys.argv[2:])"
-)
-
-
-def with_rlimit(argv: list[str], nofile: int | None) -> list[str]:
-    """``argv`` run with RLIMIT_NOFILE = ``nofile`` (unchanged when ``None``)."""
-    if nofile is None:
-        return argv
-    return [sys.executable, "-c", _RLIMIT_TRAMPOLINE, str(nofile), *argv]
-
-
-def run_load(
-    journal: Journal, topo: Topology, load: Load, addrs: int, out_dir: str
-) -> int:
-    """Run the client load to completion; returns its exit code."""
-    argv = load_argv(topo, load, addrs, out_dir)
-    # Inside the namespace, after `ip netns exec`: the limit is the load's alone.
-    argv = [*argv[:4], *with_rlimit(argv[4:], load.rlimit_nofile)]
-    with open(os.path.join(out_dir, "load-output.log"), "wb") as log:
-        proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            close_fds=True,
-        )  # fmt: skip
-        journal.record("process", pid=proc.pid, start=process_start_time(proc.pid), argv=argv)
-        try:
-            # The run stops itself after --duration; the margin covers interpreter start,
-            # the last --timeout and writing the summary.
-            return proc.wait(timeout=load.duration + load.timeout + 60)
-        except subprocess.TimeoutExpired as exc:
-            proc.kill()
-            proc.wait()
-            raise TargetError(
-                f"tcpchurn run did not finish; see {out_dir}/load-output.log"
-            ) from exc
-
-
-def read_json(path: str) -> dict[str, Any] | None:
-    """A JSON file, or ``None`` when it is missing (the load crashed)."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            obj = json.load(f)
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
-    return obj if isinstance(obj, dict) else None
-
-
-def read_timeline(path: str) -> list[dict[str, Any]]:
-    """The lines of a timeline.jsonl (a torn last line is skipped)."""
-    out: list[dict[str, Any]] = []
-    try:
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                try:
-                    out.append(json.loads(line))
-                except json.JSONDecodeError:
-                    continue
-    except FileNotFoundError:
-        pass
-    return out
-
-
-def findings_of(out_dir: str, summary: dict[str, Any] | None) -> list[dict[str, Any]]:
-    """The run's findings: the summary's, or the diagnosis' over the timeline if the
-    summary has no ``findings`` key (a run killed before it wrote them)."""
-    if summary is None:
-        return []
-    found = summary.get("findings")
-    if isinstance(found, list):
-        return found
-    try:
-        from tcpchurn.diagnose.verdict import diagnose_run
-    except ImportError:
-        return []
-    timeline = read_timeline(os.path.join(out_dir, "timeline.jsonl"))
-    result = diagnose_run(timeline, summary)
-    return [f if isinstance(f, dict) else f.to_json() for f in result]
 
 
 def conntrack_tuples(netns: str) -> TupleStats | None:

@@ -85,6 +85,27 @@ class Scenario:
     seed_view: bool = False  # sample /proc/net/tcp and tcp6 line counts (the 2009 view)
 
 
+def merge(base: Settings, extra: Settings | None) -> Settings:
+    """``base`` with ``extra`` applied on top (the fix over the scenario)."""
+    if extra is None:
+        return base
+    sysctls = {side: dict(values) for side, values in base.sysctls.items()}
+    for side, values in extra.sysctls.items():
+        sysctls.setdefault(side, {}).update(values)
+    nft = dict(base.nft)
+    for side, names in extra.nft.items():
+        nft[side] = (*nft.get(side, ()), *names)
+    return Settings(
+        sysctls=sysctls,
+        host_sysctls={**base.host_sysctls, **extra.host_sysctls},
+        nft=nft,
+        nft_text={**base.nft_text, **extra.nft_text},
+        server={**base.server, **extra.server},
+        load={**base.load, **extra.load},
+        client_addrs=extra.client_addrs if extra.client_addrs is not None else base.client_addrs,
+    )
+
+
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario(
         name="seed-2009",
