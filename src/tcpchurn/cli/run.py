@@ -147,39 +147,43 @@ def _execute(cfg: Any, as_json: bool, quiet: bool) -> int:
     from tcpchurn import runner
     from tcpchurn.report import console as view
 
-    err = Console(stderr=True)
-    dashboard: view.Dashboard | None = None
-    if not quiet and sys.stderr.isatty():
-        state = view.DashboardState(target=cfg.target_label, duration=cfg.load.duration)
-        dashboard = view.Dashboard(state, err)
+    live = not quiet and sys.stderr.isatty()
+    dashboard: list[view.Dashboard] = []  # started once the run is ready (on_start)
 
     def on_start(env: dict[str, Any], server_sysctls: dict[str, Any]) -> None:
-        if dashboard is not None:
-            dashboard.state.client_sysctls = env.get("sysctls") or {}
-            dashboard.state.server_sysctls = server_sysctls
+        if live:
+            state = view.DashboardState(
+                target=cfg.target_label, duration=cfg.load.duration,
+                client_sysctls=env.get("sysctls") or {}, server_sysctls=server_sysctls,
+            )
+            dashboard.append(view.Dashboard(state, Console(stderr=True)))
 
+    def on_interval(line: dict[str, Any]) -> None:
+        if dashboard:
+            dashboard[0].update(line)
+
+    # Plain lines, not rich: a warning or an error is one line whatever the width.
     for warning in runner.preflight_warnings(cfg):
-        err.print(f"tcpchurn: warning: {warning}", style="yellow", highlight=False)
+        click.echo(f"tcpchurn: warning: {warning}", err=True)
     try:
-        result = runner.run(
-            cfg, on_interval=dashboard.update if dashboard else None, on_start=on_start
-        )
+        result = runner.run(cfg, on_interval=on_interval, on_start=on_start)
     finally:
-        if dashboard is not None:
-            dashboard.close()
+        if dashboard:
+            dashboard[0].close()
     if as_json:
         sys.stdout.write(json.dumps(result.summary, indent=2) + "\n")
     elif not quiet:
         Console().print(view.render_summary(result.summary))
     if not quiet:
-        err.print(f"wrote {result.out_dir}{os.sep}", highlight=False)
+        click.echo(f"wrote {result.out_dir}{os.sep}", err=True)
         if result.html is not None:
-            err.print(f"report: {result.html}", highlight=False)
+            click.echo(f"report: {result.html}", err=True)
     if result.target_never_worked and not result.interrupted:
-        worst = max(result.summary["errors"].items(), key=lambda kv: kv[1], default=("?", 0))
-        err.print(
-            f"tcpchurn: error: no connection to {cfg.target_label} succeeded "
-            f"({worst[0]} x{worst[1]}); check the address and that the server is up",
-            highlight=False,
+        errors = result.summary["errors"]
+        worst = max(errors.items(), key=lambda kv: kv[1], default=("?", 0))
+        click.echo(
+            f"tcpchurn: error: no connection to {result.summary['target']} succeeded "
+            f"({worst[0]} x{worst[1]}): check the address and that the server is up",
+            err=True,
         )
     return result.exit_code
