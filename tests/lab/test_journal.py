@@ -13,10 +13,10 @@ import pytest
 
 from tcpchurn.errors import UsageError
 from tcpchurn.lab.faults import set_sysctl
+from tcpchurn.lab.guard import LabLock
 from tcpchurn.lab.journal import (
     Entry,
     Journal,
-    LabLock,
     netns_exists,
     pids_in_netns,
     process_start_time,

@@ -26,12 +26,8 @@ from tcpchurn.kernel.sysctl import read_sysctls
 from tcpchurn.lab import faults
 from tcpchurn.lab.client import run_load
 from tcpchurn.lab.fixes import PassContext, fix_settings
-from tcpchurn.lab.journal import (
-    Journal,
-    LabLock,
-    signals_deferred,
-    signals_raise,
-)
+from tcpchurn.lab.guard import LabLock, signals_deferred, signals_raise
+from tcpchurn.lab.journal import Journal
 from tcpchurn.lab.results import LabResult, PassResult, findings_of, read_json
 from tcpchurn.lab.sampler import Sample, Sampler, stall_time
 from tcpchurn.lab.scenarios import Load, Scenario, Settings, merge
