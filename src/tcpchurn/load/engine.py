@@ -225,14 +225,16 @@ class Engine:
         # read until EAGAIN or EOF: with EPOLLET no new edge comes for bytes left behind,
         # and closing with unread bytes would send RST (tcp_close: TCPAbortOnClose).
         data = c.buf
+        failed = 0
         while True:
             try:
                 chunk = sock.recv(65536)
             except BlockingIOError:
                 break
-            except OSError as exc:
-                self._finish(c, now, error_name(exc.errno or 0))
-                return
+            except OSError as exc:  # ECONNRESET: judge the bytes that came before it
+                failed = exc.errno or errno.EIO
+                c.eof = True
+                break
             if not chunk:
                 c.eof = True
                 break
@@ -242,12 +244,16 @@ class Engine:
         c.buf = data
         if not self.http:
             if c.eof:
-                self._finish(c, now, None)
+                self._finish(c, now, error_name(failed) if failed else None)
             return
         try:
             complete = response_complete(data, c.eof) if data else False
         except BadResponse:
             self._finish(c, now, "BAD_RESPONSE")
+            return
+        if failed:
+            # a complete response followed by RST still answered the request
+            self._finish(c, now, None if complete else error_name(failed))
             return
         if self.cfg.close == "server":
             if c.eof:

@@ -1,0 +1,215 @@
+"""The engine against real servers on loopback: the built-in one and nginx.
+
+Every connection must succeed, the count must be exact, and each close mode must leave
+TIME_WAIT on the side the kernel says (the side that sends the first FIN; SO_LINGER 0
+sends RST and leaves none: net/ipv4/tcp.c tcp_close), checked with ``ss`` filters on the
+server's port.  Loads are 1000/s for 1 s: modest and bounded, and shorter than
+``tcp_tw_reuse_delay`` (1 s), so with ``tcp_tw_reuse=2`` (loopback) no TIME_WAIT socket is
+old enough to be reused by a later connect of the same run and the counts are exact.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tcpchurn.load.config import LoadConfig, parse_target
+from tcpchurn.load.engine import error_name, run_local
+from tcpchurn.load.stats import RunTotals
+from tcpchurn.server import ServerConfig, spawn
+from tests.load.nginx_helper import free_port, running_nginx
+
+RATE, DURATION, INTERVAL = 1000.0, 1.0, 0.5
+N = int(RATE * DURATION)
+
+
+def expected_tw(side: str) -> int:
+    """How many TIME_WAIT sockets a run of N connections leaves on ``side``.
+
+    Client side: exactly N.  Server side: at least 90% of N, not N, because the client is
+    CLOSED as soon as the server closes first and may pick a port whose 4-tuple the
+    server still holds in TIME_WAIT; that SYN recycles the TIME_WAIT socket
+    (tcp_timewait_state_process -> TCP_TW_SYN, net/ipv4/tcp_minisocks.c; KERNEL.md §6).
+    """
+    return N if side == "dport" else int(N * 0.9)
+
+
+def tw_count(filter_: str) -> int:
+    """TIME_WAIT sockets matching an ss filter, e.g. ``sport = :8080``."""
+    out = subprocess.run(["ss", "-Htan", "state", "time-wait", f"( {filter_} )"],
+                         capture_output=True, text=True, check=True).stdout
+    return len([line for line in out.splitlines() if line.strip()])
+
+
+def load(port: int, **kw: object) -> dict[str, object]:
+    cfg = LoadConfig(target=parse_target(f"127.0.0.1:{port}"), rate=RATE, duration=DURATION,
+                     timeout=2.0, interval=INTERVAL, **kw).validate()  # type: ignore[arg-type]
+    intervals = run_local(cfg)
+    totals = RunTotals()
+    for st in intervals:
+        totals.add(st)
+    assert [st.index for st in intervals] == [0, 1]
+    assert [st.to_json()["target_rate"] for st in intervals] == [RATE, RATE]
+    assert [st.attempted for st in intervals] == [N // 2, N // 2]
+    return totals.to_json()
+
+
+def assert_all_ok(js: dict[str, object]) -> None:
+    assert js["connections"] == {"attempted": N, "ok": N, "failed": 0,
+                                 "late": js["connections"]["late"],  # type: ignore[index]
+                                 "skipped": 0}
+    assert js["errors"] == {}
+    assert js["achieved_rate"] == RATE
+
+
+@pytest.fixture
+def builtin_server_close() -> Iterator[int]:
+    with spawn(ServerConfig(close="server", port=free_port())) as srv:
+        yield srv.port
+
+
+@pytest.fixture
+def builtin_client_close() -> Iterator[int]:
+    with spawn(ServerConfig(close="client", port=free_port())) as srv:
+        yield srv.port
+
+
+def test_http_server_close_puts_time_wait_on_the_server(builtin_server_close: int) -> None:
+    port = builtin_server_close
+    js = load(port, close="server")
+    assert_all_ok(js)
+    assert tw_count(f"sport = :{port}") >= expected_tw("sport")  # the server closed first
+    assert tw_count(f"dport = :{port}") == 0
+    lat = js["latency_ms"]
+    assert lat["total"]["p50"] is not None  # type: ignore[index]
+    assert lat["total"]["p50"] >= lat["connect"]["p50"]  # type: ignore[index]
+
+
+def test_http_client_close_puts_time_wait_on_the_client(builtin_client_close: int) -> None:
+    port = builtin_client_close
+    assert_all_ok(load(port, close="client"))
+    assert tw_count(f"dport = :{port}") == expected_tw("dport")
+    assert tw_count(f"sport = :{port}") == 0
+
+
+def test_http_reset_leaves_no_time_wait(builtin_client_close: int) -> None:
+    port = builtin_client_close
+    assert_all_ok(load(port, close="reset"))
+    assert tw_count(f"dport = :{port}") == 0
+    assert tw_count(f"sport = :{port}") == 0
+
+
+@pytest.mark.parametrize(("server_close", "close", "tw_side"), [
+    ("client", "client", "dport"),
+    ("client", "reset", None),
+    ("server", "server", "sport"),  # the built-in server closes a silent client first
+])
+def test_tcp_mode_close_modes(server_close: str, close: str, tw_side: str | None) -> None:
+    cfg = ServerConfig(close=server_close, port=free_port())  # type: ignore[arg-type]
+    with spawn(cfg) as srv:
+        js = load(srv.port, mode="tcp", close=close)
+        assert_all_ok(js)
+        for side in ("sport", "dport"):
+            count = tw_count(f"{side} = :{srv.port}")
+            assert count >= expected_tw(side) if side == tw_side else count == 0
+
+
+@pytest.mark.parametrize(("close", "tw_side"), [("server", "sport"), ("client", "dport"),
+                                                ("reset", None)])
+def test_against_real_nginx(tmp_path: Path, close: str, tw_side: str | None) -> None:
+    with running_nginx(tmp_path) as port:
+        js = load(port, close=close)
+        assert_all_ok(js)
+        for side in ("sport", "dport"):
+            count = tw_count(f"{side} = :{port}")
+            assert count >= expected_tw(side) if side == tw_side else count == 0
+
+
+def test_source_addresses_round_robin() -> None:
+    srcs = ("127.0.0.2", "127.0.0.3")
+    cfg = LoadConfig(target=parse_target("127.0.0.1:1"), rate=500, duration=1.0,
+                     close="client", source_ips=srcs).validate()
+    with spawn(ServerConfig(close="client", port=free_port())) as srv:
+        cfg = cfg.replace(target=parse_target(f"127.0.0.1:{srv.port}"))
+        totals = RunTotals()
+        for st in run_local(cfg):
+            totals.add(st)
+        assert totals.ok == 500
+        out = subprocess.run(["ss", "-Htan", "state", "time-wait", f"( dport = :{srv.port} )"],
+                             capture_output=True, text=True, check=True).stdout
+        sources = [line.split()[2].rsplit(":", 1)[0] for line in out.splitlines()]
+        assert sources.count("127.0.0.2") == 250 and sources.count("127.0.0.3") == 250
+
+
+def test_refused_connections_are_counted_by_errno() -> None:
+    port = free_port()  # nothing listens there
+    cfg = LoadConfig(target=parse_target(f"127.0.0.1:{port}"), rate=200, duration=1.0,
+                     timeout=1.0).validate()
+    totals = RunTotals()
+    for st in run_local(cfg):
+        totals.add(st)
+    js = totals.to_json()
+    assert js["connections"]["attempted"] == 200 and js["connections"]["failed"] == 200
+    assert js["errors"] == {"ECONNREFUSED": 200}
+    assert 0.0 <= js["first_error_s"]["ECONNREFUSED"] < 0.1
+
+
+def test_silent_server_gives_response_timeout() -> None:
+    """A server that accepts (the kernel does) but never answers."""
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(4096)
+    port = lsock.getsockname()[1]
+    try:
+        cfg = LoadConfig(target=parse_target(f"127.0.0.1:{port}"), rate=100, duration=0.5,
+                         timeout=0.3).validate()
+        totals = RunTotals()
+        for st in run_local(cfg):
+            totals.add(st)
+        assert totals.errors == {"RESPONSE_TIMEOUT": 50}
+        assert totals.hists["connect"].get_total_count() == 50  # they did connect
+    finally:
+        lsock.close()
+
+
+def test_garbage_is_bad_response() -> None:
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(128)
+    port = lsock.getsockname()[1]
+    stop = threading.Event()
+
+    def answer() -> None:
+        lsock.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                conn, _ = lsock.accept()
+            except TimeoutError:
+                continue
+            conn.sendall(b"SSH-2.0-OpenSSH_9.2\r\n")
+            conn.close()
+
+    t = threading.Thread(target=answer, daemon=True)
+    t.start()
+    try:
+        cfg = LoadConfig(target=parse_target(f"127.0.0.1:{port}"), rate=20, duration=0.5,
+                         timeout=1.0).validate()
+        totals = RunTotals()
+        for st in run_local(cfg):
+            totals.add(st)
+        assert totals.errors == {"BAD_RESPONSE": 10}
+    finally:
+        stop.set()
+        t.join()
+        lsock.close()
+
+
+def test_error_names_come_from_errno() -> None:
+    assert error_name(99) == "EADDRNOTAVAIL"
+    assert error_name(24) == "EMFILE"
+    assert error_name(100000) == "ERRNO_100000"

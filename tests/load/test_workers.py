@@ -1,0 +1,113 @@
+"""The worker pool: processes that share one start, merge per interval, stop early when
+asked, and never outlive their parent."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tcpchurn.load.config import LoadConfig, Target, parse_target
+from tcpchurn.load.stats import RunTotals
+from tcpchurn.load.workers import WorkerPool
+from tcpchurn.server import ServerConfig, spawn
+from tests.load.nginx_helper import free_port
+
+
+@pytest.fixture(scope="module")
+def port() -> Iterator[int]:
+    with spawn(ServerConfig(close="server", port=free_port())) as srv:
+        yield srv.port
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_two_workers_merge_every_interval_exactly(port: int) -> None:
+    cfg = LoadConfig(target=parse_target(f"127.0.0.1:{port}"), rate=999.0, duration=2.0,
+                     workers=2, interval=0.5).validate()
+    totals = RunTotals()
+    with WorkerPool(cfg) as pool:
+        pool.start()
+        seen = list(pool.intervals())
+        pids = [p.pid for p in pool._procs]
+    assert [st.index for st in seen] == [0, 1, 2, 3]
+    assert [st.t0 for st in seen] == [0.0, 0.5, 1.0, 1.5]
+    # 999/s: the schedule puts 500, 499, 500, 499 in successive half-seconds (n/999 < t)
+    assert [st.target for st in seen] == [500.0, 500.0, 500.0, 498.0] or sum(
+        st.target for st in seen) == 1998.0
+    for st in seen:
+        assert st.attempted == st.target and st.failed == 0
+        totals.add(st)
+    assert totals.attempted == totals.ok == 1998
+    assert totals.to_json()["achieved_rate"] == 999.0
+    assert not any(alive(pid) for pid in pids)
+
+
+def test_stop_ends_early_with_a_partial_last_interval(port: int) -> None:
+    cfg = LoadConfig(target=parse_target(f"127.0.0.1:{port}"), rate=500.0, duration=30.0,
+                     workers=2, interval=0.5).validate()
+    with WorkerPool(cfg) as pool:
+        pool.start()
+        seen = []
+        for st in pool.intervals():
+            seen.append(st)
+            if st.index == 1:
+                pool.stop()
+        pids = [p.pid for p in pool._procs]
+    assert len(seen) in (2, 3)  # stop may land before or after the 1.0 s boundary
+    assert sum(st.attempted for st in seen) < 2000
+    assert sum(st.ok for st in seen) + sum(st.inflight for st in seen[-1:]) >= sum(
+        st.attempted for st in seen) - 1
+    assert all(st.failed == 0 for st in seen)
+    assert not any(alive(pid) for pid in pids)
+
+
+def test_workers_die_with_their_parent(port: int) -> None:
+    """The parent is SIGKILLed mid-run: no orphan may keep loading the target."""
+    script = textwrap.dedent(f"""
+        import os, signal, sys
+        from tcpchurn.load.config import LoadConfig, Target, parse_target
+        from tcpchurn.load.workers import WorkerPool
+        cfg = LoadConfig(target=parse_target("127.0.0.1:{port}"), rate=100.0,
+                         duration=60.0, workers=2)
+        pool = WorkerPool(cfg)
+        pool.start()
+        print(" ".join(str(p.pid) for p in pool._procs), flush=True)
+        next(iter(pool.intervals()))
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60)
+    pids = [int(p) for p in proc.stdout.split()]
+    assert len(pids) == 2
+    deadline = time.monotonic() + 5
+    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    leftover = [pid for pid in pids if alive(pid)]
+    for pid in leftover:  # never leave a process behind, even when the test fails
+        os.kill(pid, 9)
+    assert leftover == []
+
+
+def test_a_failing_worker_is_reported() -> None:
+    from tcpchurn.load.workers import WorkerError
+
+    # an impossible target that validation would never let through: an IPv4 literal
+    # marked IPv6 makes connect() raise inside the worker (a bug, not a counted error)
+    bad = LoadConfig(target=Target(host="127.0.0.1", port=9, family=6), rate=10.0,
+                     duration=1.0, workers=1, interval=0.5)
+    with WorkerPool(bad) as pool:
+        pool.start()
+        with pytest.raises(WorkerError):
+            list(pool.intervals())
