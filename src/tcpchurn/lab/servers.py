@@ -33,8 +33,9 @@ class ServerSpec:
     backlog: int = 511
     close: str = "server"  # builtin only: who closes first
     accept_delay_ms: float = 0.0  # builtin only: sleep before each accept
-    # One [::]:80 listener that takes IPv4 too (Apache's `Listen 80`, 2009); False: one
-    # IPv4 and one IPv6-only listener, so IPv4 sockets stay in /proc/net/tcp.
+    # One [::]:80 listener that takes IPv4 too (Apache's `Listen 80`, 2009); False: IPv4
+    # sockets stay in /proc/net/tcp (nginx: separate IPv4 and IPv6-only listeners; apache
+    # and the built-in server: IPv4 only).
     dual_stack: bool = True
 
 
@@ -56,7 +57,9 @@ def apache_conf(root: str, backlog: int, dual_stack: bool = True) -> str:
     threads leave ample room.
     """
     mods = ["mpm_event", "authz_core", "dir", "mime"]
-    listen = f"Listen {PORT}" if dual_stack else f"Listen 0.0.0.0:{PORT}\nListen [::]:{PORT}"
+    # Not dual-stack: IPv4 only.  With `Listen 0.0.0.0:80` plus `Listen [::]:80`, Debian's
+    # apache2 (built with v4-mapped addresses) still took IPv4 clients on [::]:80.
+    listen = f"Listen {PORT}" if dual_stack else f"Listen 0.0.0.0:{PORT}"
     loads = "\n".join(f"LoadModule {m}_module {APACHE_MODULES}/mod_{m}.so" for m in mods)
     return f"""\
 ServerRoot "{root}"
