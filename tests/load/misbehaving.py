@@ -5,7 +5,8 @@ Run as a program so that it can live inside a test namespace::
     ip netns exec NS python -m tests.load.misbehaving MODE HOST PORT
 
 It prints ``ready PORT`` on stdout once listening and serves until stdin closes (the test
-ends it by closing the pipe; nothing is left behind).  Modes:
+ends it by closing the pipe; nothing is left behind); then ``peers A,B`` (the client
+addresses it saw).  Modes:
 
 ``ok``       reads the request, answers a minimal HTTP/1.1 200; closes first when the
              request says ``Connection: close``, else waits for the client to close
@@ -52,7 +53,7 @@ def _serve_one(conn: socket.socket, mode: str, held: list[socket.socket]) -> Non
         conn.close()
 
 
-def serve(mode: str, host: str, port: int, stop: threading.Event) -> None:
+def serve(mode: str, host: str, port: int, stop: threading.Event, peers: set[str]) -> None:
     """Accept until ``stop`` is set; print ``ready PORT`` once listening."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     held: list[socket.socket] = []
@@ -64,9 +65,10 @@ def serve(mode: str, host: str, port: int, stop: threading.Event) -> None:
         print(f"ready {lst.getsockname()[1]}", flush=True)
         while not stop.is_set():
             try:
-                conn, _ = lst.accept()
+                conn, peer = lst.accept()
             except TimeoutError:
                 continue
+            peers.add(peer[0])
             if mode in ("reset", "hang"):
                 _serve_one(conn, mode, held)
             else:
@@ -78,11 +80,13 @@ def serve(mode: str, host: str, port: int, stop: threading.Event) -> None:
 def main() -> None:
     mode, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
     stop = threading.Event()
-    thread = threading.Thread(target=serve, args=(mode, host, port, stop))
+    peers: set[str] = set()
+    thread = threading.Thread(target=serve, args=(mode, host, port, stop, peers))
     thread.start()
     sys.stdin.read()  # the test closes our stdin to end us
     stop.set()
     thread.join()
+    print("peers " + ",".join(sorted(peers)), flush=True)
 
 
 if __name__ == "__main__":

@@ -74,9 +74,16 @@ def run_tcpchurn(
 
 @contextlib.contextmanager
 def misbehaving(
-    mode: str, host: str = "127.0.0.1", netns: str | None = None, port: int = 0
+    mode: str,
+    host: str = "127.0.0.1",
+    netns: str | None = None,
+    port: int = 0,
+    peers: list[str] | None = None,
 ) -> Iterator[int]:
-    """Start ``tests/load/misbehaving.py`` in ``mode``; yield its port; stop it after."""
+    """Start ``tests/load/misbehaving.py`` in ``mode``; yield its port; stop it after.
+
+    ``peers``, when given, receives the client addresses the server saw (after the end).
+    """
     argv = [sys.executable, "-m", "tests.load.misbehaving", mode, host, str(port)]
     if netns:
         argv = ["ip", "netns", "exec", netns, *argv]
@@ -96,6 +103,9 @@ def misbehaving(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        last = proc.stdout.read() if proc.stdout is not None else ""
+        if peers is not None and last.startswith("peers"):
+            peers.extend(a for a in last.removeprefix("peers").strip().split(",") if a)
 
 
 def consistent(summary: dict[str, Any], timeline: Sequence[dict[str, Any]]) -> None:
