@@ -24,10 +24,14 @@ def _only_error(name: str, summary: dict[str, object]) -> None:
 
 
 def _first_finding(summary: dict[str, Any]) -> tuple[str, str]:
-    """(limit, side) of the diagnosis' first finding: the end of the errno's journey."""
-    assert summary["findings"], "nothing was diagnosed"
-    first = summary["findings"][0]
-    return first["limit"], first["side"]
+    """(limit, side) of the diagnosis' first finding: the end of the errno's journey.
+
+    ``generator_saturated`` is skipped: on a busy shared machine our own lag may be
+    diagnosed too, and it says nothing about the error under test.
+    """
+    findings = [f for f in summary["findings"] if f["limit"] != "generator_saturated"]
+    assert findings, f"nothing was diagnosed: {summary['findings']}"
+    return findings[0]["limit"], findings[0]["side"]
 
 
 def test_closed_port_is_econnrefused(tmp_path: Path) -> None:
