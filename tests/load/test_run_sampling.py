@@ -1,0 +1,56 @@
+"""sampling.Side: deltas per side, and a remote exporter that stops answering mid-run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tcpchurn.errors import TargetError
+from tcpchurn.kernel.procfs import Procfs
+from tcpchurn.sampling import Side
+
+
+class FlakyRemote:
+    """Answers the scripted way: a dict is a sample, an exception is raised."""
+
+    def __init__(self, script: list[dict[str, Any] | Exception]) -> None:
+        self.script = script
+
+    def sample(self) -> dict[str, Any]:
+        item = self.script.pop(0)
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+
+def _remote_side(script: list[dict[str, Any] | Exception]) -> Side:
+    side = Side()
+    side.remote = FlakyRemote(script)
+    return side
+
+
+def test_an_unreachable_exporter_fails_the_baseline() -> None:
+    side = _remote_side([TargetError("http://10.0.0.2:9464/metrics: connection refused")])
+    with pytest.raises(TargetError, match="connection refused"):
+        side.sample(detail=False)
+
+
+def test_a_lost_scrape_mid_run_is_null_and_remembered() -> None:
+    side = _remote_side([{"t": 0.0}, {"t": 1.0}, TargetError("timed out"), {"t": 3.0}])
+    assert side.sample(False) == {"t": 0.0}
+    assert side.sample(False) == {"t": 1.0}
+    assert side.sample(False) is None
+    assert side.sample(False) == {"t": 3.0}
+    assert side.lost == ["timed out"]
+
+
+def test_local_side_has_deltas_from_the_second_sample_on() -> None:
+    side = Side(Procfs())
+    first = side.sample(detail=False)
+    second = side.sample(detail=False)
+    assert first is not None and second is not None
+    assert first["counters_delta"] is None and first["interval"] is None
+    assert second["counters_delta"] is not None and second["interval"] > 0
+    assert second["t"] >= first["t"]
+    side.close()
