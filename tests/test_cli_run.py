@@ -45,6 +45,12 @@ def _run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
         (["--workers", "0"], "--workers"),
         (["--arrival", "bursty"], "bursty"),
         (["--prometheus", "70000"], "70000"),
+        (["--watch-netns", "a", "--watch-pid", "1"], "--watch-pid: 1"),
+        (["--watch-pid", "1", "--watch-remote", "http://127.0.0.1:1/"], "only one of"),
+        (["--watch-remote", "ftp://x/"], "ftp://x/"),
+        (["--max-inflight", "0"], "--max-inflight"),
+        (["--interval", "0.001"], "--interval"),
+        (["--workers", "300"], "--workers"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args: list[str], needle: str, tmp_path: Path) -> None:

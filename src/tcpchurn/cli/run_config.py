@@ -63,6 +63,12 @@ def build_run_config(opts: Mapping[str, Any], default_out: Path) -> RunConfig:
     port = opts.get("prometheus_port")
     if port is not None and not 1 <= port <= 65535:
         raise BadValue("--prometheus", port, "give a TCP port between 1 and 65535")
+    watched = [o for o in ("watch_netns", "watch_pid", "watch_remote") if opts.get(o) is not None]
+    if len(watched) > 1:
+        second = watched[1]
+        raise BadValue("--" + second.replace("_", "-"), opts[second],
+                       "watch one server side: give only one of --watch-netns, --watch-pid, "
+                       "--watch-remote")
     if opts.get("watch_netns") is not None or opts.get("watch_pid") is not None:
         # Raises NamespaceNotFound (exit 2) naming the value, before anything starts.
         netns_path(opts.get("watch_netns"), opts.get("watch_pid"))
