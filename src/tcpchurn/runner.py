@@ -268,8 +268,8 @@ def _prepare(cfg: RunConfig, stack: ExitStack, on_start: OnStart | None) -> _Pre
         source_ips=list(load.source_ips),
         target=(target.host, target.port, target.af),
     )
-    # Baselines, so that the first written line already has per-interval deltas; a
-    # remote exporter that does not answer fails the run here (TargetError, exit 3).
+    # First samples: every side must answer before anything starts (a remote exporter
+    # that does not fails the run here: TargetError, exit 3).
     client.sample(detail=False)
     if server is not None:
         server.sample(detail=False)
@@ -317,6 +317,11 @@ def run(
             try:
                 pool.start()
                 client.pid = first_worker_pid(pool)
+                # Re-baseline now that the workers are ready (the load starts 50 ms
+                # later), so the first interval's deltas are not stretched by start-up.
+                client.sample(detail=False)
+                if server is not None:
+                    server.sample(detail=False)
                 for interval in pool.intervals():
                     intervals += 1
                     # The end of the interval on the load's own clock (schema §3: ``t``
