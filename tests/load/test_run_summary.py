@@ -57,7 +57,7 @@ def test_summary_has_every_key_of_schema_section_4() -> None:
 
 
 @pytest.mark.parametrize(("late", "skipped", "saturated"),
-                         [(0, 0, False), (3, 0, False), (0, 7, True)])
+                         [(0, 0, False), (3, 0, False), (0, 4, False), (0, 5, False), (0, 6, True)])
 def test_generator_saturated_when_skipped(late: int, skipped: int, saturated: bool) -> None:
     totals = dict(TOTALS)
     totals["connections"] = dict(TOTALS["connections"], late=late, skipped=skipped)
