@@ -64,6 +64,7 @@ class Side:
         return read_sysctl_values(self.procfs) if self.procfs is not None else {}
 
     def close(self) -> None:
+        """Leave the watched namespace (ends its reader thread)."""
         if self.procfs is not None:
             self.procfs.close()
 
@@ -86,6 +87,7 @@ class MetricsSink:
             ) from exc
 
     def update(self, line: Mapping[str, Any]) -> None:
+        """Publish one timeline line (schema §3): load, client and server metrics."""
         self.load.update(line["load"])
         if line["client"] is not None:
             self.client.update(line["client"])
