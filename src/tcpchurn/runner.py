@@ -277,8 +277,11 @@ def _prepare(cfg: RunConfig, stack: ExitStack, on_start: OnStart | None) -> _Pre
     if cfg.prometheus_port is not None:
         prom = MetricsSink(cfg.prometheus_port, server is not None)
         stack.callback(prom.stop)
+    # schema §4: the watched server's own limits (a new netns starts from the kernel
+    # defaults, not the host's: KERNEL.md §2); {} without a local server side.
+    environment["server_sysctls"] = server.sysctls() if server is not None else {}
     if on_start is not None:
-        on_start(environment, server.sysctls() if server else {})
+        on_start(environment, environment["server_sysctls"])
     return _Prepared(load, client, server, environment, prom)
 
 

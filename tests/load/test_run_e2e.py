@@ -66,6 +66,7 @@ def test_builtin_server_exact_counts(tmp_path: Path) -> None:
     timeline = done.timeline
     _check_timeline(timeline, 3)
     assert all(line["server"] is None for line in timeline)
+    assert summary["environment"]["server_sysctls"] == {}
     assert [line["load"]["attempted"] for line in timeline] == [300, 300, 300]
     consistent(summary, timeline)
     assert done.rc == _expected_rc(summary), done.stderr
@@ -153,6 +154,10 @@ def test_watch_netns_samples_that_namespace(
                             netns=ns)
     summary = done.summary
     assert summary["connections"]["ok"] == 200
+    # A new namespace starts from the kernel defaults: its own sysctls are recorded.
+    server_sysctls = summary["environment"]["server_sysctls"]
+    assert server_sysctls["net.ipv4.tcp_max_tw_buckets"] == int(
+        sh("sysctl", "-n", "net.ipv4.tcp_max_tw_buckets", netns=ns))
     for line in done.timeline:
         assert line["server"]["where"] == f"netns {ns}"
         assert any(q["local"] == "198.18.0.1:80" for q in line["server"]["listen"])
