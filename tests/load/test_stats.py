@@ -42,7 +42,7 @@ def interval_with(latencies_ms: list[float], index: int = 0) -> IntervalStats:
         t = i / 1000.0
         rec.attempted += 1
         rec.ok += 1
-        rec.done.append((t, t, t + lat / 2000.0, t + lat / 1000.0, t + lat / 1000.0))
+        rec.record(t, t, t + lat / 2000.0, t + lat / 1000.0, t + lat / 1000.0)
     return rec.flush(index, float(index), 1.0, float(len(latencies_ms)), 0)
 
 
@@ -59,7 +59,7 @@ def test_latency_from_scheduled_and_actual_start() -> None:
     rec = Recorder()
     # scheduled at 0, started 0.3 ms late, connected 0.1 ms later, done 0.3 ms after start
     # (below 2.048 ms the histogram is exact to the microsecond)
-    rec.done.append((0.0, 0.0003, 0.0004, 0.0005, 0.0006))
+    rec.record(0.0, 0.0003, 0.0004, 0.0005, 0.0006)
     rec.attempted, rec.ok, rec.late = 1, 1, 1
     js = rec.flush(0, 0.0, 1.0, 1.0, 0).to_json()
     assert js["latency_ms"]["connect"]["max"] == 0.4
@@ -76,7 +76,7 @@ def test_failures_count_by_name_with_first_time() -> None:
     rec.error("ECONNREFUSED", 0.25)
     rec.error("ECONNREFUSED", 0.5)
     rec.error("ETIMEDOUT", 0.75)
-    rec.done.append((0.0, 0.0, MISSING, MISSING, MISSING))
+    rec.record(0.0, 0.0, MISSING, MISSING, MISSING)
     st = rec.flush(0, 0.0, 1.0, 3.0, 0)
     js = st.to_json()
     assert js["failed"] == 3 and js["ok"] == 0
@@ -85,7 +85,7 @@ def test_failures_count_by_name_with_first_time() -> None:
     assert js["latency_ms"]["connect"] == {"p50": None, "p90": None, "p99": None,
                                            "p999": None, "max": None, "count": 0}
     # the recorder starts afresh: memory is one interval's worth
-    assert rec.done == [] and rec.errors == {} and rec.attempted == 0
+    assert len(rec.done) == 0 and rec.errors == {} and rec.attempted == 0
 
 
 def test_interval_json_has_exactly_the_schema_keys() -> None:
@@ -152,6 +152,6 @@ def test_run_totals_summary_keys_and_rates() -> None:
 def test_out_of_range_values_are_clamped_not_lost(seconds: float) -> None:
     rec = Recorder()
     # 0.2: "before" its schedule (clock skew between workers) -> 0; 7200 s -> 1 hour
-    rec.done.append((0.5, 0.5, seconds, seconds, seconds))
+    rec.record(0.5, 0.5, seconds, seconds, seconds)
     st = rec.flush(0, 0.0, 1.0, 1.0, 0)
     assert st.hists["total"].get_total_count() == 1

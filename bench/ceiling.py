@@ -1,0 +1,247 @@
+#!/usr/bin/env python3
+"""How many new connections per second can tcpchurn sustain, next to wrk, ab and hey?
+
+Starts nginx on loopback (generated config: ``worker_processes auto``, ``access_log off``,
+``return 200 "ok"``), then, in ONE run and in alternation (``--rounds``, default 3):
+
+* wrk ``-H 'Connection: close'`` at the threads/connections that maximise its rate
+  (probed once, first);
+* ab (``-t``, ``-c`` several) and hey (``-disable-keepalive``) when installed;
+* tcpchurn's ceiling: a binary search for the highest target whose achieved rate is
+  within 1% of the target with no error and nothing skipped (every trial a real run of
+  ``--trial`` seconds with one worker per CPU);
+
+then tcpchurn at 50% and 80% of its median ceiling: the rate error and the schedule-lag
+p99 there.  Prints a table with the tcpchurn/wrk ratio.
+
+As root it runs everything inside a throw-away network namespace (TIME_WAIT and ports of
+this load stay out of the host's tables, and vanish with it); ``--no-netns`` runs on the
+host's loopback.  Every load is bounded in time; the whole run takes ~3-5 minutes.
+
+    python3 bench/ceiling.py [--rounds 3] [--trial 4] [--no-netns]
+
+The machine may be shared: run it twice and compare before you believe a figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+NGINX_CONF = """\
+worker_processes auto;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log crit;
+worker_rlimit_nofile 100000;
+events {{ worker_connections 65536; }}
+http {{
+  access_log off;
+  client_body_temp_path {prefix}/tmp; proxy_temp_path {prefix}/tmp;
+  fastcgi_temp_path {prefix}/tmp; uwsgi_temp_path {prefix}/tmp; scgi_temp_path {prefix}/tmp;
+  server {{
+    listen 127.0.0.1:{port} backlog=65535 reuseport;
+    location / {{ return 200 "ok"; }}
+  }}
+}}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def nginx(tmp: Path) -> Iterator[str]:
+    """Yield the URL of a fresh nginx; stop it afterwards."""
+    if shutil.which("nginx") is None:
+        sys.exit("nginx is not installed: apt-get install nginx")
+    prefix = tmp / "nginx"
+    (prefix / "tmp").mkdir(parents=True)
+    port = free_port()
+    conf = prefix / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(prefix=prefix, port=port))
+    proc = subprocess.Popen(["nginx", "-c", str(conf), "-p", str(prefix), "-g", "daemon off;"],
+                            stdin=subprocess.DEVNULL)
+    try:
+        for _ in range(200):
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.02)
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def run_tool(argv: list[str], pattern: str, timeout: float) -> float | None:
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=timeout).stdout
+    except (subprocess.TimeoutExpired, FileNotFoundError):
+        return None
+    m = re.search(pattern, out)
+    return float(m.group(1)) if m else None
+
+
+def wrk(url: str, threads: int, conns: int, secs: float) -> float | None:
+    return run_tool(["wrk", f"-t{threads}", f"-c{conns}", f"-d{secs:g}s",
+                     "-H", "Connection: close", url],
+                    r"Requests/sec:\s+([\d.]+)", secs + 30)
+
+
+def ab(url: str, conns: int, secs: float) -> float | None:
+    if shutil.which("ab") is None:
+        return None
+    return run_tool(["ab", "-q", "-r", "-t", f"{secs:g}", "-n", "10000000", "-c", str(conns),
+                     url], r"Requests per second:\s+([\d.]+)", secs + 30)
+
+
+def hey(url: str, conns: int, secs: float) -> float | None:
+    if shutil.which("hey") is None:
+        return None
+    return run_tool(["hey", "-z", f"{secs:g}s", "-c", str(conns), "-disable-keepalive", url],
+                    r"Requests/sec:\s+([\d.]+)", secs + 30)
+
+
+def tcpchurn_trial(url: str, rate: float, secs: float) -> dict[str, float]:
+    """One real tcpchurn run; the totals that decide whether ``rate`` was sustained."""
+    from tcpchurn.load.config import LoadConfig, default_workers, parse_target
+    from tcpchurn.load.stats import RunTotals
+    from tcpchurn.load.workers import WorkerPool
+
+    cfg = LoadConfig(target=parse_target(url), rate=rate, duration=secs,
+                     workers=default_workers(), timeout=2.0).validate()
+    totals = RunTotals()
+    with WorkerPool(cfg) as pool:
+        pool.start()
+        for st in pool.intervals():
+            totals.add(st)
+    js = totals.to_json()
+    conns = js["connections"]
+    return {
+        "rate": rate, "achieved": js["achieved_rate"], "failed": conns["failed"],
+        "skipped": conns["skipped"], "late": conns["late"], "attempted": conns["attempted"],
+        "lag_p99_ms": js["latency_ms"]["schedule_lag"]["p99"] or 0.0,
+        "error_pct": 100.0 * (js["achieved_rate"] - rate) / rate,
+    }
+
+
+def sustained(t: dict[str, float]) -> bool:
+    return t["failed"] == 0 and t["skipped"] == 0 and t["achieved"] >= 0.99 * t["rate"]
+
+
+def tcpchurn_ceiling(url: str, lo: float, hi: float, secs: float, steps: int) -> float:
+    """Binary search in [lo, hi] for the highest sustained rate (resolution ~3%)."""
+    best = 0.0
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        t = tcpchurn_trial(url, mid, secs)
+        ok = sustained(t)
+        print(f"    tcpchurn {mid:9,.0f}/s -> achieved {t['achieved']:9,.0f}/s "
+              f"failed {t['failed']:.0f} skipped {t['skipped']:.0f} late {t['late']:.0f} "
+              f"lag p99 {t['lag_p99_ms']:.2f} ms  {'ok' if ok else 'NOT sustained'}",
+              flush=True)
+        if ok:
+            best, lo = mid, mid
+        else:
+            hi = mid
+        time.sleep(1)
+    return best
+
+
+def fmt(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:,.0f}"
+
+
+def main_inner(args: argparse.Namespace) -> None:
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    secs = args.trial
+    with tempfile.TemporaryDirectory(prefix="tcpchurn-bench-") as tmp, nginx(Path(tmp)) as url:
+        print(f"nginx at {url}; {os.cpu_count()} CPUs; trials of {secs:g} s", flush=True)
+        probe = [(1, 16), (2, 32), (2, 64), (2, 128), (4, 128)]
+        scores = {tc: wrk(url, tc[0], tc[1], 2.0) or 0.0 for tc in probe}
+        threads, conns = max(scores, key=lambda tc: scores[tc])
+        print("wrk probe: " + ", ".join(f"-t{t} -c{c}: {s:,.0f}/s"
+                                         for (t, c), s in scores.items()), flush=True)
+        rows: dict[str, list[float | None]] = {"wrk": [], "ab": [], "hey": [], "tcpchurn": []}
+        for r in range(args.rounds):
+            print(f"round {r + 1}/{args.rounds}", flush=True)
+            w = wrk(url, threads, conns, secs)
+            rows["wrk"].append(w)
+            print(f"    wrk -t{threads} -c{conns}: {fmt(w)}/s", flush=True)
+            time.sleep(1)
+            rows["ab"].append(ab(url, conns, secs))
+            print(f"    ab -c{conns}: {fmt(rows['ab'][-1])}/s", flush=True)
+            time.sleep(1)
+            rows["hey"].append(hey(url, conns, secs))
+            print(f"    hey -c{conns}: {fmt(rows['hey'][-1])}/s", flush=True)
+            time.sleep(1)
+            hi = 1.4 * (w or 40000.0)
+            rows["tcpchurn"].append(tcpchurn_ceiling(url, hi * 0.3, hi, secs, args.steps))
+        ceiling = statistics.median(v for v in rows["tcpchurn"] if v is not None) or 1000.0
+        checks = [tcpchurn_trial(url, ceiling * share, secs) for share in (0.5, 0.8)]
+
+    def med(name: str) -> float | None:
+        vals = [v for v in rows[name] if v is not None]
+        return statistics.median(vals) if vals else None
+
+    wrk_med = med("wrk")
+    print()
+    print(f"{'tool':<34}{'median/s':>12}   rounds")
+    for name, label in (("wrk", f"wrk -t{threads} -c{conns} Connection: close"),
+                        ("ab", f"ab -c{conns}"), ("hey", f"hey -c{conns} no keep-alive"),
+                        ("tcpchurn", "tcpchurn (highest sustained)")):
+        print(f"{label:<34}{fmt(med(name)):>12}   " + ", ".join(fmt(v) for v in rows[name]))
+    if wrk_med:
+        print(f"\ntcpchurn / wrk = {ceiling / wrk_med:.3f}")
+    print("\ntcpchurn below its ceiling:")
+    print(f"{'share':>6}{'target/s':>11}{'achieved/s':>12}{'error %':>9}{'lag p99 ms':>12}"
+          f"{'late':>8}{'skipped':>9}{'failed':>8}")
+    for share, t in zip((0.5, 0.8), checks, strict=True):
+        print(f"{share:>6.0%}{t['rate']:>11,.0f}{t['achieved']:>12,.1f}{t['error_pct']:>9.3f}"
+              f"{t['lag_p99_ms']:>12.3f}{t['late']:>8.0f}{t['skipped']:>9.0f}"
+              f"{t['failed']:>8.0f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--trial", type=float, default=4.0, help="seconds per trial")
+    parser.add_argument("--steps", type=int, default=5, help="binary-search steps per round")
+    parser.add_argument("--no-netns", action="store_true")
+    parser.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.inner or args.no_netns or os.geteuid() != 0:
+        main_inner(args)
+        return
+    ns = f"tcpchurn-bench-{uuid.uuid4().hex[:6]}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
+        argv = [a for a in sys.argv[1:] if a != "--inner"]
+        rc = subprocess.run(["ip", "netns", "exec", ns, sys.executable, __file__, "--inner",
+                             *argv]).returncode
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], check=False)
+    sys.exit(rc)
+
+
+if __name__ == "__main__":
+    main()
