@@ -17,7 +17,7 @@ from tests.lab.hoststate import HostState
 
 pytestmark = [pytest.mark.root, pytest.mark.lab]
 
-WITH_FIX = {"conntrack-full", "ephemeral-ports", "accept-queue", "tw-buckets"}
+WITH_FIX = {"conntrack-full", "ephemeral-ports", "accept-queue", "tw-buckets", "fd-limit"}
 
 
 @pytest.mark.parametrize("name", [s.name for s in SCENARIOS])
