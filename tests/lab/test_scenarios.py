@@ -63,3 +63,26 @@ def test_seed_2009_stalls_when_conntrack_is_full(tmp_path: Path,
     last = p.samples[-1]
     assert last.tcp_lines == 0 and last.tcp6_v4mapped is not None
     assert last.tcp6_v4mapped > 15000
+
+
+def test_seed_2009_with_one_address_reuses_4_tuples_and_never_fills(
+    tmp_path: Path, host_unchanged: HostState
+) -> None:
+    """KERNEL.md section 6, verified: one client address reaches fewer distinct 4-tuples
+    than the table holds (even ports only, re-used after ~3,100 connections), so the
+    16,384-entry table does not fill and the 2009 stall does not happen."""
+    result = run_scenario(
+        by_name("seed-2009"),
+        LabOptions(client_addrs=1, duration=20, out_dir=str(tmp_path)),
+        lambda _: None,
+    )
+    p = result.before
+    assert p.summary is not None
+    ok = p.summary["connections"]["ok"]
+    assert ok == p.summary["connections"]["attempted"] >= 19000  # nothing was dropped
+    assert p.stall_s is None and "conntrack_full" not in p.limits
+    t = p.tuples
+    assert t is not None and t.sources == 1
+    assert t.entries == t.distinct_tuples  # one entry per 4-tuple ...
+    assert t.distinct_tuples < 14116 < ok  # ... fewer than the even ports, far fewer than
+    assert t.odd_ports == 0  # the connections: connect() picks even ports only
