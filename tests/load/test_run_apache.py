@@ -1,10 +1,12 @@
 """`tcpchurn run` against Debian's Apache in a namespace, as in the 2009 report.
 
-Apache's `Listen 80` is a dual-stack `*:80` listener and, with one request per
-connection, Apache closes first: every TIME_WAIT socket is the server's.  KERNEL.md §3
-expects those to be IPv6 sockets with ::ffff: addresses (listed only in tcp6); on this
-machine's 6.18 kernel `ss -4` lists them and tcp6 has none.  So the test does not assume
-the family: it checks that the run's own per-family view agrees with `ss` exactly.
+With one request per connection Apache closes first: every TIME_WAIT socket is the
+server's.  KERNEL.md §3 expects `Listen 80` to be a dual-stack [::]:80 whose TIME_WAIT
+sockets are IPv6 with ::ffff: addresses (tcp6 only).  On this machine (Debian apache2
+2.4.71, Linux 6.18) `Listen 80` bound 0.0.0.0:80 (sock_diag family 4; ss prints `*:80`)
+and the TIME_WAIT sockets were IPv4; a Python [::]:80 listener with IPV6_V6ONLY=0 does
+give the tcp6 picture.  So the test does not assume the family: it checks that the run's
+own per-family view agrees with `ss` exactly.
 """
 
 from __future__ import annotations
