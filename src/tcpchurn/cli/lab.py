@@ -197,7 +197,7 @@ def _render_seed_view(p: PassResult, console: Console) -> None:
     last = -10.0
     base = next((x.passive_opens for x in p.samples if x.passive_opens is not None), 0) or 0
     for x in p.samples:
-        if x.t - last < 2.0:
+        if x.tcp6_lines is None or x.t - last < 2.0:
             continue
         last = x.t
         table.add_row(f"{x.t:.1f}", _fmt(x.tcp_lines), _fmt(x.tcp6_lines),
