@@ -7,15 +7,28 @@ that the host is exactly as before (``host_unchanged``).  About 2.5 minutes in a
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tcpchurn.lab.runner import LabOptions, run_scenario
-from tcpchurn.lab.scenarios import SCENARIOS, by_name
+from tcpchurn.lab.results import LabResult
+from tcpchurn.lab.runner import LabOptions
+from tcpchurn.lab.runner import run_scenario as _run_scenario
+from tcpchurn.lab.scenarios import SCENARIOS, Scenario, by_name
 from tests.lab.hoststate import HostState
 
 pytestmark = [pytest.mark.root, pytest.mark.lab]
+
+def run_scenario(scenario: Scenario, opts: LabOptions, progress: Callable[[str], None]
+                 ) -> LabResult:
+    """One retry when our own generator fell behind (other jobs on a 2-core box): such a
+    pass measured tcpchurn, not the kernel, and proves nothing either way."""
+    result = _run_scenario(scenario, opts, progress)
+    if result.inconclusive and not result.ok:
+        result = _run_scenario(scenario, opts, progress)
+    return result
+
 
 WITH_FIX = {"conntrack-full", "ephemeral-ports", "accept-queue", "tw-buckets", "fd-limit"}
 

@@ -184,6 +184,9 @@ def render(result: LabResult, console: Console) -> None:
         console.print(f"\napplied the fix from {result.fix_source}")
     want = s.expected or "no finding"
     verdict = "OK" if result.ok else "NOT REPRODUCED"
+    if not result.ok and result.inconclusive:
+        verdict = ("INCONCLUSIVE (tcpchurn's own generator fell behind: the machine is busy;"
+                   " run again)")
     console.print(f"\n{verdict}: expected {want} first"
                   + (", gone after the fix" if result.after and s.expected else ""))
 
