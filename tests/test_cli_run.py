@@ -51,6 +51,7 @@ def _run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
         (["--max-inflight", "0"], "--max-inflight"),
         (["--interval", "0.001"], "--interval"),
         (["--workers", "300"], "--workers"),
+        (["--detail-every", "0"], "--detail-every"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args: list[str], needle: str, tmp_path: Path) -> None:

@@ -118,6 +118,9 @@ Examples:
               help="Cap on open connections; starts beyond it count as skipped.")
 @click.option("--interval", default="1", show_default=True, metavar="S",
               help="Seconds per timeline line / dashboard refresh.")
+@click.option("--detail-every", type=int, default=5, show_default=True, metavar="N",
+              help="Full per-state and per-destination dump every N intervals (and on the "
+                   "last); they walk the whole socket hash, so not every interval.")
 @click.option("--watch-netns", default=None, metavar="NAME",
               help="Also sample the kernel tables of this network namespace (the server's).")
 @click.option("--watch-pid", type=int, default=None, metavar="PID",

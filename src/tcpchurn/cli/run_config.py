@@ -21,7 +21,7 @@ from tcpchurn.load.config import (
     expand_source_ips,
     parse_target,
 )
-from tcpchurn.runner import RunConfig
+from tcpchurn.runner import DETAIL_EVERY, RunConfig
 
 # The built-in server is only a target until the run starts; its port is known then.
 _PLACEHOLDER = Target(host="127.0.0.1", port=1, url="http://127.0.0.1/")
@@ -58,7 +58,7 @@ def build_run_config(opts: Mapping[str, Any], default_out: Path) -> RunConfig:
     ramp = parse_duration("--ramp", str(opts["ramp"]), allow_zero=True)
     timeout = parse_duration("--timeout", str(opts["timeout"]))
     interval = parse_duration("--interval", str(opts["interval"]))
-    for option in ("--workers", "--max-inflight", "--watch-pid"):
+    for option in ("--workers", "--max-inflight", "--watch-pid", "--detail-every"):
         _positive_int(option, opts.get(option[2:].replace("-", "_")))
     port = opts.get("prometheus_port")
     if port is not None and not 1 <= port <= 65535:
@@ -114,4 +114,5 @@ def build_run_config(opts: Mapping[str, Any], default_out: Path) -> RunConfig:
         prometheus_port=port,
         html=bool(opts.get("html")),
         quiet=bool(opts.get("quiet")),
+        detail_every=int(opts.get("detail_every") or DETAIL_EVERY),
     )
