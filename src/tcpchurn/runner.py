@@ -383,7 +383,15 @@ def run(
     write_summary(cfg.out_dir, summary)
     if failure is not None:
         raise failure
-    apply_verdict(summary, *diagnose(list(read_timeline(cfg.out_dir)), summary))
+    try:
+        verdict = diagnose(list(read_timeline(cfg.out_dir)), summary)
+    except Exception as exc:
+        # A bug in the diagnosis must not cost the user the run: every measurement is
+        # already on disk, and `tcpchurn report` can be re-run on it later.
+        warnings.append(f"the diagnosis failed ({type(exc).__name__}: {exc})")
+        summary["warnings"] = list(warnings)
+        verdict = ([], [])
+    apply_verdict(summary, *verdict)
     write_summary(cfg.out_dir, summary)
     html = write_html(cfg.out_dir) if cfg.html else None
     return RunResult(cfg.out_dir, summary, intervals, interrupted, warnings, html)

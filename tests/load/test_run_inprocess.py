@@ -145,3 +145,20 @@ def test_signal_stops_the_pool_and_marks_the_run(
     assert len(timeline) == 2 and summary["connections"]["attempted"] == 200
     assert summary["interrupted"] is True and result.exit_code == 130
     assert signal.getsignal(signum) is before  # handlers restored
+
+
+def test_a_failing_diagnosis_keeps_the_run(
+    tmp_path: Path, pool: type[ScriptedPool], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tcpchurn import runner
+
+    def broken(timeline: object, summary: object) -> None:
+        raise KeyError("headroom")
+
+    monkeypatch.setattr(runner, "diagnose", broken)
+    pool.script = [_interval(0, 100)]
+    result = run(_cfg(tmp_path))
+    summary, _ = _files(tmp_path)
+    assert summary["warnings"] == ["the diagnosis failed (KeyError: 'headroom')"]
+    assert summary["findings"] == [] and summary["connections"]["ok"] == 100
+    assert result.exit_code == 0
