@@ -170,7 +170,7 @@ def fmt(v: float | None) -> str:
 def main_inner(args: argparse.Namespace) -> None:
     import resource
 
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     secs = args.trial
     with tempfile.TemporaryDirectory(prefix="tcpchurn-bench-") as tmp, nginx(Path(tmp)) as url:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import math
+import weakref
 from array import array
 from typing import Any
 
@@ -48,9 +49,21 @@ LATE_S = 0.001
 MISSING = -1.0  # a timestamp that never happened (no connect, no first byte, failed)
 
 
+def _uncycled(hist: HdrHistogram) -> HdrHistogram:
+    """Break hdrh's histogram <-> encoder reference cycle (``encoder.histogram``).
+
+    With the cycle, every discarded histogram (188 KiB of counters) waits for the cyclic
+    garbage collector, which counts objects, not bytes: RSS swung between 40 and 130 MB
+    in a loop of 400 intervals.  The encoder is only ever used through its histogram, so a
+    weak reference back is enough, and refcounting frees each one at once.
+    """
+    hist.encoder.histogram = weakref.proxy(hist)
+    return hist
+
+
 def new_histogram() -> HdrHistogram:
     """An empty latency histogram in microseconds."""
-    return HdrHistogram(LOWEST_US, HIGHEST_US, SIGNIFICANT)
+    return _uncycled(HdrHistogram(LOWEST_US, HIGHEST_US, SIGNIFICANT))
 
 
 def record_many(hist: HdrHistogram, values_us: np.ndarray[Any, Any]) -> None:
@@ -199,7 +212,7 @@ class IntervalStats(_Counts):
         st.errors = {str(k): int(v) for k, v in doc["errors"].items()}
         st.first_error_s = {str(k): float(v) for k, v in doc["first_error_s"].items()}
         for name, blob in doc["hists"].items():
-            st.hists[name] = HdrHistogram.decode(blob.encode("ascii"))
+            st.hists[name] = _uncycled(HdrHistogram.decode(blob.encode("ascii")))
         return st
 
     def __reduce__(self) -> tuple[Any, tuple[bytes]]:
