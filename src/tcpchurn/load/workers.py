@@ -88,6 +88,19 @@ def _child(out_fd: int, ctrl_fd: int) -> None:
             pass
 
 
+def _child_env() -> dict[str, str]:
+    """The parent's environment, with numpy's BLAS kept to one thread.
+
+    numpy (stats.py) starts OpenBLAS worker threads at import that spin after any BLAS
+    call; perf showed ``blas_thread_server`` at 3% of a saturated worker's CPU.  The
+    engine needs no BLAS at all.
+    """
+    env = dict(os.environ)
+    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        env[name] = "1"
+    return env
+
+
 _CHILD = "import sys; from tcpchurn.load.workers import _child; _child(*map(int, sys.argv[1:]))"
 
 
@@ -119,6 +132,7 @@ class WorkerPool:
                     [sys.executable, "-c", _CHILD, str(out_w), str(ctrl_r)],
                     pass_fds=(out_w, ctrl_r),
                     stdin=subprocess.DEVNULL,
+                    env=_child_env(),
                 )
             finally:
                 # drop our copies of the child's ends: EOF then means what it says
