@@ -8,8 +8,8 @@ Starts nginx on loopback (generated config: ``worker_processes auto``, ``access_
   (probed once, first);
 * ab (``-t``, ``-c`` several) and hey (``-disable-keepalive``) when installed;
 * tcpchurn's ceiling: a binary search for the highest target whose achieved rate is
-  within 1% of the target with no error and nothing skipped (every trial a real run of
-  ``--trial`` seconds with one worker per CPU);
+  within 1% of the target with no error (every trial a real run of ``--trial`` seconds
+  with one worker per CPU);
 
 then tcpchurn at 50% and 80% of its median ceiling: the rate error and the schedule-lag
 p99 there.  Prints a table with the tcpchurn/wrk ratio.
@@ -141,7 +141,9 @@ def tcpchurn_trial(url: str, rate: float, secs: float) -> dict[str, float]:
 
 
 def sustained(t: dict[str, float]) -> bool:
-    return t["failed"] == 0 and t["skipped"] == 0 and t["achieved"] >= 0.99 * t["rate"]
+    """Achieved within 1% of the target with no error.  Skipped connections (due but not
+    started by the end: the generator fell behind) count against the achieved rate."""
+    return t["failed"] == 0 and t["achieved"] >= 0.99 * t["rate"]
 
 
 def tcpchurn_ceiling(url: str, lo: float, hi: float, secs: float, steps: int) -> float:

@@ -45,7 +45,8 @@ def free_port(host: str = "127.0.0.1") -> int:
     rng = random.Random()
     for _ in range(200):
         port = rng.randrange(20000, 32000)
-        with socket.socket() as s:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family) as s:
             try:
                 s.bind((host, port))
             except OSError:

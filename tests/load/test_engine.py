@@ -13,7 +13,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -216,3 +216,77 @@ def test_error_names_come_from_errno() -> None:
     assert error_name(99) == "EADDRNOTAVAIL"
     assert error_name(24) == "EMFILE"
     assert error_name(100000) == "ERRNO_100000"
+
+
+def _serve_in_thread(handle: Callable[[socket.socket], None],
+                     family: int = socket.AF_INET) -> tuple[int, Callable[[], None]]:
+    """A listener on loopback whose accepted sockets go to ``handle``; returns a stopper."""
+    lsock = socket.socket(family)
+    lsock.bind(("::1" if family == socket.AF_INET6 else "127.0.0.1", 0))
+    lsock.listen(128)
+    lsock.settimeout(0.05)
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = lsock.accept()
+            except TimeoutError:
+                continue
+            handle(conn)
+
+    t = threading.Thread(target=loop, daemon=True)
+    t.start()
+
+    def stopper() -> None:
+        stop.set()
+        t.join()
+        lsock.close()
+
+    return lsock.getsockname()[1], stopper
+
+
+def test_server_closing_at_accept_ends_tcp_server_mode_at_once() -> None:
+    """The FIN may arrive in the same epoll event as the connect: it must not be missed
+    (edge-triggered: no second edge comes), or every connection would time out."""
+    port, stop = _serve_in_thread(lambda c: c.close())
+    try:
+        cfg = LoadConfig(target=parse_target(f"127.0.0.1:{port}"), rate=50, duration=0.4,
+                         mode="tcp", close="server", timeout=1.0).validate()
+        totals = RunTotals()
+        for st in run_local(cfg):
+            totals.add(st)
+        assert (totals.ok, totals.failed) == (20, 0)
+    finally:
+        stop()
+
+
+def test_a_banner_before_the_request_is_a_bad_response_not_a_timeout() -> None:
+    def banner(c: socket.socket) -> None:
+        c.sendall(b"220 smtp.example ESMTP ready\r\n")
+        held.append(c)
+
+    held: list[socket.socket] = []
+    port, stop = _serve_in_thread(banner)
+    try:
+        cfg = LoadConfig(target=parse_target(f"127.0.0.1:{port}"), rate=50, duration=0.4,
+                         timeout=1.0).validate()
+        totals = RunTotals()
+        for st in run_local(cfg):
+            totals.add(st)
+        assert totals.errors == {"BAD_RESPONSE": 20}
+    finally:
+        stop()
+        for c in held:
+            c.close()
+
+
+def test_ipv6_target_against_the_builtin_server() -> None:
+    with spawn(ServerConfig(host="::1", close="client", port=free_port("::1"))) as srv:
+        cfg = LoadConfig(target=parse_target(f"[::1]:{srv.port}"), rate=RATE,
+                         duration=DURATION, close="client", interval=INTERVAL).validate()
+        totals = RunTotals()
+        for st in run_local(cfg):
+            totals.add(st)
+        assert (totals.ok, totals.failed) == (N, 0)
+        assert tw_count(f"dport = :{srv.port}") == N  # client closed first, over IPv6

@@ -43,6 +43,7 @@ IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
 EPOLLIN, EPOLLOUT, EPOLLET = select.EPOLLIN, select.EPOLLOUT, select.EPOLLET
 EPOLLERR, EPOLLHUP, EPOLLRDHUP = select.EPOLLERR, select.EPOLLHUP, select.EPOLLRDHUP
 _ERRBITS = EPOLLERR | EPOLLHUP
+_READABLE = EPOLLIN | EPOLLRDHUP
 
 SOCK_STREAM_NONBLOCK = socket.SOCK_STREAM | socket.SOCK_NONBLOCK
 
@@ -188,9 +189,13 @@ class Engine:
             self._fail_early(rc, sched, now)
             return
         fd = sock.fileno()
-        conn = _Conn(sock, fd, sched, now)
-        self.conns[fd] = conn
-        ep.register(fd, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET)
+        try:
+            ep.register(fd, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET)
+        except OSError as exc:  # ENOSPC: fs.epoll.max_user_watches; ENOMEM
+            sock.close()
+            self._fail_early(exc.errno or 0, sched, now)
+            return
+        self.conns[fd] = _Conn(sock, fd, sched, now)
 
     def _fail_early(self, code: int, sched: float, now: float) -> None:
         self.rec.error(error_name(code), now)
@@ -226,15 +231,20 @@ class Engine:
                     self._finish(c, now, error_name(exc.errno or 0))
                     return
                 c.state = READING
-                # edge-triggered: the response will raise a new IN edge; no recv now
-                return
-            close = self.cfg.close
-            if close == "server":
+                if not ev & _READABLE:
+                    # edge-triggered: the response will raise a new IN edge; no recv now
+                    return
+                # else the server spoke first (a banner?) or closed: no new edge will
+                # come for what is already queued, so read it now
+            else:
+                close = self.cfg.close
+                if close != "server":
+                    self._finish(c, now, None, reset=close == "reset")
+                    return
                 c.state = READING  # bare TCP: wait for the server's FIN
-                return
-            self._finish(c, now, None, reset=close == "reset")
-            return
-        if c.state != READING:
+                if not ev & _READABLE:
+                    return
+        elif c.state != READING:
             return
         # Read what is queued.  Closing with unread bytes would send RST (tcp_close:
         # TCPAbortOnClose), and with EPOLLET no new edge comes for bytes left behind.  A
