@@ -3,13 +3,14 @@
 Why not uvloop + ``asyncio.Protocol``: measured on this 2-core machine against nginx on
 loopback (closed loop, 50-100 connections, one process, ``Connection: close``):
 ``loop.create_connection`` + Protocol reached 27,600 new connections/s with 0.86 s of user
-CPU per 3 s; this loop — ``epoll`` edge-triggered, one Python object per connection, no
-Future/Task/Transport — reached 31,700/s with 0.53 s of user CPU, and two processes of it
-57,700/s against wrk's 55,300/s in the same minute.  What remains is kernel time (socket,
-connect, close: ~80% of the process's CPU).  So the per-connection path here is, in
-syscalls, what wrk does: socket, connect, epoll_ctl(ADD), send, recv until EAGAIN/EOF,
-close — with no epoll_ctl(MOD): the socket is registered once for IN|OUT|ET.
-
+CPU per 3 s; a bare ``epoll`` loop — edge-triggered, one Python object per connection, no
+Future/Task/Transport — reached 31,700/s with 0.53 s of user CPU.  This engine is that
+loop plus the schedule and the measurements; one worker saturated reaches 34-37k/s
+(``bench/ceiling.py`` for the whole picture).  What remains is kernel time: ~20 µs of
+system CPU per connection (connect() alone runs the server's side of the handshake in
+softirq on loopback) against ~4 µs of Python.  In syscalls the path is leaner than wrk's:
+socket, connect, epoll_ctl(ADD) once for IN|OUT|RDHUP|ET (no MOD), send, one recv
+(EPOLLRDHUP tells the FIN came with the data), close.
 Timing: every timestamp is seconds since the run's common start (``start_at``, a
 ``time.monotonic()`` value shared by all workers).  A connection's latencies are recorded
 from its *scheduled* time as well as from its actual start (stats.py).
@@ -51,7 +52,7 @@ SOCK_STREAM_NONBLOCK = socket.SOCK_STREAM | socket.SOCK_NONBLOCK
 #: -> tcp_disconnect when sk->sk_lingertime == 0)
 LINGER_RESET = struct.pack("ii", 1, 0)
 
-PR_SET_TIMERSLACK = 29  # include/uapi/linux/prctl.h
+PR_SET_TIMERSLACK, PR_GET_TIMERSLACK = 29, 30  # include/uapi/linux/prctl.h
 RECV_SIZE = 65536
 BATCH = 64  # connections started per loop turn before I/O is served again
 #: below this wait, poll(0) again instead of sleeping: a sleep and wake-up costs ~27 µs of
@@ -87,11 +88,15 @@ def raise_nofile() -> tuple[int, int]:
     return soft, hard
 
 
-def _tight_timer_slack() -> None:
-    """Wake-ups within ~1 µs instead of the default 50 µs slack (prctl(2)
-    PR_SET_TIMERSLACK): the schedule lag floor otherwise is the slack itself."""
+def _set_timer_slack(ns: int) -> int:
+    """Set this thread's timer slack (prctl(2) PR_SET_TIMERSLACK); return the old one.
+
+    The default 50 µs slack would otherwise be the floor of every schedule lag.
+    """
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    libc.prctl(PR_SET_TIMERSLACK, 1000, 0, 0, 0)
+    old = int(libc.prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0))
+    libc.prctl(PR_SET_TIMERSLACK, ns, 0, 0, 0)
+    return old
 
 
 class _Conn:
@@ -330,7 +335,7 @@ class Engine:
         within a short grace, then abandoned: they stay counted as ``inflight``).
         """
         raise_nofile()
-        _tight_timer_slack()
+        old_slack = _set_timer_slack(1000)
         cfg = self.cfg
         sched = self.sched
         clock = self.clock
@@ -408,6 +413,7 @@ class Engine:
             self._abandon()
             timer.close()
             ep.close()
+            _set_timer_slack(old_slack)
 
     def _skip_rest(self) -> float:
         sched = self.sched
