@@ -277,6 +277,7 @@ class RunningServer:
                  str(write_fd)],
                 pass_fds=(write_fd,),
                 stdin=subprocess.DEVNULL,
+                start_new_session=True,  # Ctrl-C goes to the parent, which stops us
             )
         finally:
             os.close(write_fd)

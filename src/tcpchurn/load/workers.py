@@ -17,9 +17,9 @@ Protocol (no shared memory, so a worker could later live on another host):
 
 Workers die with the parent: ``PR_SET_PDEATHSIG`` (prctl(2)) kills them if the parent
 dies without a word, and EOF on the control pipe stops them if it exits in an orderly
-way but forgot to stop them.  They ignore SIGINT: Ctrl-C reaches the whole foreground
-process group, and it is the parent that decides to stop (and still collects the last
-interval).
+way but forgot to stop them.  They run in their own process group (and ignore SIGINT
+besides): Ctrl-C reaches the parent alone, and it is the parent that decides to stop
+(and still collects the last interval).
 """
 
 from __future__ import annotations
@@ -133,6 +133,9 @@ class WorkerPool:
                     pass_fds=(out_w, ctrl_r),
                     stdin=subprocess.DEVNULL,
                     env=_child_env(),
+                    # own process group: the terminal's Ctrl-C reaches the parent only,
+                    # which stops the workers and still collects their last interval
+                    start_new_session=True,
                 )
             finally:
                 # drop our copies of the child's ends: EOF then means what it says
