@@ -8,8 +8,9 @@ Starts nginx on loopback (generated config: ``worker_processes auto``, ``access_
   (probed once, first);
 * ab (``-t``, ``-c`` several) and hey (``-disable-keepalive``) when installed;
 * tcpchurn's ceiling: a binary search for the highest target whose achieved rate is
-  within 1% of the target with no error (every trial a real run of ``--trial`` seconds
-  with one worker per CPU);
+  within 1% of the target with no error (every trial a real run of ``--trial`` seconds),
+  with the worker count that maximised its raw rate in a probe (CPUs, CPUs+1, 2xCPUs),
+  as wrk gets its best threads/connections;
 
 then tcpchurn at 50% and 80% of its median ceiling: the rate error and the schedule-lag
 p99 there.  Prints a table with the tcpchurn/wrk ratio.
@@ -117,6 +118,9 @@ def hey(url: str, conns: int, secs: float) -> float | None:
                     r"Requests/sec:\s+([\d.]+)", secs + 30)
 
 
+WORKERS = [0]  # tcpchurn's worker processes, chosen by the probe (0: one per CPU)
+
+
 def tcpchurn_trial(url: str, rate: float, secs: float) -> dict[str, float]:
     """One real tcpchurn run; the totals that decide whether ``rate`` was sustained."""
     from tcpchurn.load.config import LoadConfig, default_workers, parse_target
@@ -124,7 +128,7 @@ def tcpchurn_trial(url: str, rate: float, secs: float) -> dict[str, float]:
     from tcpchurn.load.workers import WorkerPool
 
     cfg = LoadConfig(target=parse_target(url), rate=rate, duration=secs,
-                     workers=default_workers(), timeout=2.0).validate()
+                     workers=WORKERS[0] or default_workers(), timeout=2.0).validate()
     totals = RunTotals()
     with WorkerPool(cfg) as pool:
         pool.start()
@@ -182,6 +186,16 @@ def main_inner(args: argparse.Namespace) -> None:
         threads, conns = max(scores, key=lambda tc: scores[tc])
         print("wrk probe: " + ", ".join(f"-t{t} -c{c}: {s:,.0f}/s"
                                          for (t, c), s in scores.items()), flush=True)
+        # like wrk's threads: the worker count that maximises tcpchurn's raw throughput
+        cpus = len(os.sched_getaffinity(0))
+        raw: dict[int, float] = {}
+        for n in sorted({cpus, cpus + 1, 2 * cpus}):
+            WORKERS[0] = n
+            raw[n] = tcpchurn_trial(url, 1.3 * max(scores.values()), 2.0)["achieved"]
+            time.sleep(1)
+        WORKERS[0] = max(raw, key=lambda n: raw[n])
+        print("tcpchurn probe (achieved at 1.3x wrk's best): " + ", ".join(
+            f"{n} workers: {a:,.0f}/s" for n, a in raw.items()), flush=True)
         rows: dict[str, list[float | None]] = {"wrk": [], "ab": [], "hey": [], "tcpchurn": []}
         for r in range(args.rounds):
             print(f"round {r + 1}/{args.rounds}", flush=True)
@@ -209,7 +223,7 @@ def main_inner(args: argparse.Namespace) -> None:
     print(f"{'tool':<34}{'median/s':>12}   rounds")
     for name, label in (("wrk", f"wrk -t{threads} -c{conns} Connection: close"),
                         ("ab", f"ab -c{conns}"), ("hey", f"hey -c{conns} no keep-alive"),
-                        ("tcpchurn", "tcpchurn (highest sustained)")):
+                        ("tcpchurn", f"tcpchurn --workers {WORKERS[0]} (sustained)")):
         print(f"{label:<34}{fmt(med(name)):>12}   " + ", ".join(fmt(v) for v in rows[name]))
     if wrk_med:
         print(f"\ntcpchurn / wrk = {ceiling / wrk_med:.3f}")

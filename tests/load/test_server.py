@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -130,3 +131,30 @@ def test_cli_help_teaches_and_bad_values_get_one_line() -> None:
     bad = subprocess.run([*run, "--port", "70000"], capture_output=True, text=True)
     assert bad.returncode == 2
     assert bad.stderr.strip().count("\n") == 0 and "70000" in bad.stderr
+
+
+def test_spawned_server_dies_with_its_parent() -> None:
+    script = (
+        "import os, signal\n"
+        "from tcpchurn.server import ServerConfig, spawn\n"
+        "srv = spawn(ServerConfig())\n"
+        "print(srv.proc.pid, flush=True)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=60).stdout
+    pid = int(out.split()[0])
+    deadline = time.monotonic() + 5
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if _alive(pid):  # never leave it behind, even when failing
+        os.kill(pid, 9)
+        pytest.fail(f"server {pid} outlived its parent")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
