@@ -14,6 +14,7 @@ import sys
 from tcpchurn.errors import TargetError
 from tcpchurn.lab.journal import Journal, process_start_time
 from tcpchurn.lab.scenarios import Load
+from tcpchurn.lab.servers import LAB_NICE
 from tcpchurn.lab.topology import Topology
 
 
@@ -56,7 +57,7 @@ def run_load(
     """Run the client load to completion; returns its exit code."""
     argv = load_argv(topo, load, addrs, out_dir)
     # Inside the namespace, after `ip netns exec`: the limit is the load's alone.
-    argv = [*argv[:4], *with_rlimit(argv[4:], load.rlimit_nofile)]
+    argv = [*argv[:4], *LAB_NICE, *with_rlimit(argv[4:], load.rlimit_nofile)]
     with open(os.path.join(out_dir, "load-output.log"), "wb") as log:
         proc = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
