@@ -45,7 +45,7 @@ def lab() -> None:
 
 @lab.command("list")
 def list_() -> None:
-    """The scenarios, what each sets up, and the limit it must be diagnosed as."""
+    """List the scenarios and the limit each must be diagnosed as."""
     table = Table(box=None, show_header=True, header_style="bold")
     for col in ("scenario", "server", "load", "expected", "what it does"):
         table.add_column(col, overflow="fold")
@@ -96,8 +96,10 @@ def _duration(text: str | None) -> float | None:
 def run(name: str, server: str | None, rate: str | None, duration: str | None,
         client_addrs: int | None, fix: bool, out_dir: str | None, as_json: bool,
         quiet: bool) -> int:
-    """Run scenario NAME (see `tcpchurn lab list`); exit 0 when the expected limit was
-    named first (and, with --fix, gone after the fix), 1 otherwise."""
+    """Run scenario NAME (see `tcpchurn lab list`).
+
+    Exit 0 when the expected limit was named first (and, with --fix, gone after the
+    fix), 1 otherwise."""
     scenario = by_name(name)
     opts = LabOptions(
         server=server, rate=_rate(rate), duration=_duration(duration),
@@ -114,7 +116,7 @@ def run(name: str, server: str | None, rate: str | None, duration: str | None,
 
 @lab.command("cleanup")
 def cleanup_cmd() -> None:
-    """Undo whatever a killed lab left behind (from its journal) and say what."""
+    """Undo what a killed lab left behind, from its journal."""
     undone = cleanup()
     if not undone:
         print("nothing to clean up: no lab journal in /run/tcpchurn")
