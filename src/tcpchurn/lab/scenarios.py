@@ -143,6 +143,22 @@ SCENARIOS: tuple[Scenario, ...] = (
         fix=Settings(nft={"server": ("notrack",)}),
     ),
     Scenario(
+        name="conntrack-client",
+        description=(
+            "The load generator's own host tracks connections (a Docker/NAT host): its "
+            "conntrack table, capped at 2,048, is full after ~4 s at 500 conn/s"
+        ),
+        server=ServerSpec(kind="nginx"),
+        client_addrs=4,
+        load=Load(rate=500, duration=10, close="server", timeout=2.0),
+        settings=Settings(
+            host_sysctls={"net.netfilter.nf_conntrack_max": "2048"},
+            nft={"client": ("conntrack",)},
+        ),
+        expected="conntrack_full",
+        fix=Settings(nft={"client": ("notrack",)}),
+    ),
+    Scenario(
         name="ephemeral-ports",
         description=(
             "The client closes first and holds TIME_WAIT; 1,000 ports and tw_reuse off: "
