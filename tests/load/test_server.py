@@ -96,7 +96,7 @@ def test_accept_delay_with_a_tiny_backlog_fills_the_accept_queue() -> None:
                 c.setblocking(False)
                 c.connect_ex(("127.0.0.1", srv.port))
                 clients.append(c)
-            deadline = time.monotonic() + 3
+            deadline = time.monotonic() + 4  # < accept delay: no second accept meanwhile
             while listen_queue(srv.port)[0] < 3 and time.monotonic() < deadline:
                 time.sleep(0.05)
             # the queue holds backlog + 1 (sk_acceptq_is_full uses ">"), the rest wait

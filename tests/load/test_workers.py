@@ -46,8 +46,11 @@ def test_two_workers_merge_every_interval_exactly(port: int) -> None:
     # 999/s: the schedule puts 500, 499, 500, 499 in successive half-seconds (n/999 < t)
     assert [st.target for st in seen] == [500.0, 500.0, 500.0, 498.0] or sum(
         st.target for st in seen) == 1998.0
-    for st in seen:
-        assert st.attempted == st.target and st.failed == 0
+    for st, nxt in zip(seen, [*seen[1:], None], strict=True):
+        # a connection counts where it really started: only one started late (after its
+        # interval ended) can move to the next interval
+        assert abs(st.attempted - st.target) <= (nxt.late if nxt else 0) + st.late
+        assert st.failed == 0
         totals.add(st)
     assert totals.attempted == totals.ok == 1998
     assert totals.to_json()["achieved_rate"] == 999.0
