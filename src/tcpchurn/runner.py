@@ -132,7 +132,11 @@ class RunResult:
         if self.target_never_worked:
             return 3
         conns = self.summary["connections"]
-        if self.summary["findings"] or conns["failed"] or self.summary["generator_saturated"]:
+        # Warnings (the dual-stack tcp6 note, a table near full) are advice, not a limit
+        # hit: only a finding that stopped or degraded the run, a failed connection or a
+        # saturated generator makes the exit code 1.
+        limited = any(f.get("severity") != "warning" for f in self.summary["findings"])
+        if limited or conns["failed"] or self.summary["generator_saturated"]:
             return 1
         return 0
 

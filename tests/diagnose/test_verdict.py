@@ -338,3 +338,17 @@ def test_server_figures_use_only_sysctls_that_hold_there(where: str, somaxconn: 
         assert "orphans" not in found  # capacity unknown: no level to compare
     else:
         assert found["orphans"].evidence["max_orphans"] == max_orphans
+
+
+def test_server_figures_use_the_servers_own_sysctls_when_recorded() -> None:
+    # `run --watch-netns` records the server namespace's sysctls (schema §4
+    # environment.server_sysctls): those hold there, not the client's.
+    def both(t: int, row: Row) -> None:
+        row["server"]["where"] = "netns srv"
+        if t >= 3:
+            accept(row)
+
+    timeline, summary = make_run(8, both)
+    summary["environment"]["server_sysctls"] = {"net.core.somaxconn": 64}
+    found = {f.limit: f for f in diagnose_run(timeline, summary).findings}
+    assert found["accept_queue"].evidence["somaxconn"] == 64

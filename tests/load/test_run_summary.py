@@ -88,8 +88,11 @@ def test_exit_codes() -> None:
     result = _result(_summary(dead))
     assert result.target_never_worked and result.exit_code == 3
     with_finding = _summary(clean)
-    with_finding["findings"] = [{"limit": "tw_buckets"}]
+    with_finding["findings"] = [{"limit": "accept_queue", "severity": "degraded"}]
     assert _result(with_finding).exit_code == 1
+    only_advice = _summary(clean)
+    only_advice["findings"] = [{"limit": "dual_stack_tw", "severity": "warning"}]
+    assert _result(only_advice).exit_code == 0
 
 
 def test_run_config_pickles() -> None:

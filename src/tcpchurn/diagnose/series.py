@@ -97,6 +97,7 @@ class RunData:
     timeline: Sequence[Json]
     summary: Json
     sysctls: Sysctls = field(default_factory=Sysctls)
+    server_sysctls: Sysctls | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.summary, Mapping):
@@ -108,9 +109,11 @@ class RunData:
         """The sysctls known for ``side``: the run's (the client's namespace) for the
         client and for a server sharing it; only the global ones for a server in another
         namespace of this host (a new netns starts from kernel defaults, KERNEL.md §2);
-        none for a remote server."""
+        none for a remote server -- unless the run recorded the server's own."""
         if side == "client" or self.loopback or not self.has_side("server"):
             return self.sysctls
+        if self.server_sysctls is not None:
+            return self.server_sysctls
         where = ""
         for i in range(len(self)):
             sample = self.sample(i, "server")

@@ -163,13 +163,19 @@ def diagnose_run(
 ) -> Verdict:
     """Which limits a run reached, first first, and the headroom of every table.
 
-    ``sysctls`` defaults to the summary's ``environment.sysctls`` (docs/schema.md §4).
+    ``sysctls`` defaults to the summary's ``environment.sysctls`` (docs/schema.md §4);
+    the server side's come from ``environment.server_sysctls`` when the run recorded them.
     """
+    env = summary.get("environment")
+    env = env if isinstance(env, Mapping) else {}
     if sysctls is None:
-        env = summary.get("environment")
-        env_sysctls = env.get("sysctls") if isinstance(env, Mapping) else None
+        env_sysctls = env.get("sysctls")
         sysctls = env_sysctls if isinstance(env_sysctls, Mapping) else None
-    run = RunData(timeline, summary, Sysctls(sysctls))
+    # The watched server's own sysctls, when the run could read them (its namespace or
+    # process): a new netns starts from kernel defaults, not the host's (KERNEL.md §2).
+    server = env.get("server_sysctls")
+    server_sysctls = Sysctls(server) if isinstance(server, Mapping) and server else None
+    run = RunData(timeline, summary, Sysctls(sysctls), server_sysctls)
     found: list[tuple[int, Finding]] = []
     if run.timeline:
         same = _same_ns(run)
