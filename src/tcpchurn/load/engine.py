@@ -21,12 +21,9 @@ Errors are named at ONE place, :func:`error_name` (docs/schema.md §7).
 from __future__ import annotations
 
 import _socket
-import ctypes
-import ctypes.util
 import errno
 import gc
 import os
-import resource
 import select
 import socket
 import struct
@@ -35,6 +32,8 @@ from collections.abc import Callable
 
 from tcpchurn.load.config import LoadConfig
 from tcpchurn.load.http import BadResponse, build_request, response_complete
+from tcpchurn.load.process import raise_nofile as raise_nofile  # re-exported (runner.py)
+from tcpchurn.load.process import tuned_for_load
 from tcpchurn.load.schedule import INF, Schedule
 from tcpchurn.load.stats import LATE_S, MISSING, IntervalStats, Recorder
 from tcpchurn.load.timerfd import Timer
@@ -53,7 +52,6 @@ SOCK_STREAM_NONBLOCK = socket.SOCK_STREAM | socket.SOCK_NONBLOCK
 #: -> tcp_disconnect when sk->sk_lingertime == 0)
 LINGER_RESET = struct.pack("ii", 1, 0)
 
-PR_SET_TIMERSLACK, PR_GET_TIMERSLACK = 29, 30  # include/uapi/linux/prctl.h
 RECV_SIZE = 65536
 BATCH = 64  # connections started per loop turn before I/O is served again
 #: below this wait, poll(0) again instead of sleeping: a sleep and wake-up costs ~27 µs of
@@ -75,29 +73,6 @@ def error_name(code: int) -> str:
     'EADDRNOTAVAIL'
     """
     return errno.errorcode.get(code, f"ERRNO_{code}")
-
-
-def raise_nofile() -> tuple[int, int]:
-    """Raise RLIMIT_NOFILE's soft limit to the hard one (needs no root; KERNEL.md §I).
-
-    Returns the new ``(soft, hard)``.
-    """
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        soft = hard
-    return soft, hard
-
-
-def _set_timer_slack(ns: int) -> int:
-    """Set this thread's timer slack (prctl(2) PR_SET_TIMERSLACK); return the old one.
-
-    The default 50 µs slack would otherwise be the floor of every schedule lag.
-    """
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    old = int(libc.prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0))
-    libc.prctl(PR_SET_TIMERSLACK, ns, 0, 0, 0)
-    return old
 
 
 class _Conn:
@@ -335,16 +310,20 @@ class Engine:
         connections still in flight have finished (each within ``timeout``; after a stop,
         within a short grace, then abandoned: they stay counted as ``inflight``).
         """
-        raise_nofile()
-        old_slack = _set_timer_slack(1000)
-        # No cyclic GC pauses in the loop: a full collection walks every object of the
-        # interpreter (numpy's included: ~10-20 ms, seen as schedule-lag spikes).  The hot
-        # path makes no reference cycles (everything is freed by refcount), so the
-        # collector is off, what exists now is frozen out of its sight, and a young-
-        # generation pass runs at each interval's end for anything that slipped through.
-        gc_was_enabled = gc.isenabled()
-        gc.disable()
-        gc.freeze()
+        ep = select.epoll()
+        timer = Timer()
+        ep.register(timer.fd, EPOLLIN)
+        if self.control_fd is not None:
+            ep.register(self.control_fd, EPOLLIN)
+        try:
+            with tuned_for_load():  # RLIMIT_NOFILE, timer slack, no GC pauses
+                self._loop(ep, timer)
+        finally:
+            self._abandon()
+            timer.close()
+            ep.close()
+
+    def _loop(self, ep: select.epoll, timer: Timer) -> None:
         cfg = self.cfg
         sched = self.sched
         clock = self.clock
@@ -353,79 +332,65 @@ class Engine:
         timeout = cfg.timeout
         conns = self.conns
         rec = self.rec
-        ep = select.epoll()
-        timer = Timer()
-        ep.register(timer.fd, EPOLLIN)
-        if self.control_fd is not None:
-            ep.register(self.control_fd, EPOLLIN)
         # a due connection this late is skipped: starting it would measure our backlog
         skip_lag = max(timeout, 1.0)
         end_t = cfg.duration  # when scheduling ends
         drain_until = INF  # after a stop: abandon what is still open at this time
         k = 0
         t0 = 0.0
-        try:
-            while clock() < start_at and not self.stopping:
-                timer.arm(start_at)  # every worker starts at the same instant
-                self._poll(ep, timer, start_at - clock())
-            while True:
-                now = clock() - start_at
-                if self.stopping and drain_until == INF:
-                    end_t = min(max(now, t0), end_t)
-                    drain_until = now if self.orphaned else now + min(STOP_GRACE_S, timeout)
-                    sched.next_time = INF
-                # intervals are wall-clock: a connection counts in the interval where it
-                # really started (achieved_rate), so close the interval before starting more
+        while clock() < start_at and not self.stopping:
+            timer.arm(start_at)  # every worker starts at the same instant
+            self._poll(ep, timer, start_at - clock())
+        while True:
+            now = clock() - start_at
+            if self.stopping and drain_until == INF:
+                end_t = min(max(now, t0), end_t)
+                drain_until = now if self.orphaned else now + min(STOP_GRACE_S, timeout)
+                sched.next_time = INF
+            # intervals are wall-clock: a connection counts in the interval where it
+            # really started (achieved_rate), so close the interval before starting more
+            t1 = (k + 1) * interval
+            while t1 <= now and t1 < end_t:
+                self._emit(k, t0, t1)
+                k += 1
+                t0 = t1
                 t1 = (k + 1) * interval
-                while t1 <= now and t1 < end_t:
-                    self._emit(k, t0, t1)
-                    k += 1
-                    t0 = t1
-                    t1 = (k + 1) * interval
-                nxt = sched.next_time
-                if now >= end_t + END_GRACE_S and nxt != INF:
-                    # the run's time is over: what a saturated generator could not start by
-                    # now is skipped (counted), not started late after the end
-                    nxt = self._skip_rest()
-                started = 0
-                while nxt <= now and started < BATCH:
-                    if len(conns) >= self.max_inflight or now - nxt > skip_lag:
-                        rec.skipped += 1
-                    else:
-                        self._start(sched.next_seq, nxt, now, ep)
-                    started += 1
-                    nxt = sched.advance()
-                if conns:
-                    self._expire(now)
-                if len(rec.done) >= FOLD_MAX:
-                    rec.fold()  # never idle (saturated): bound the stall and the memory
-                if nxt == INF and (not conns or now >= drain_until):
-                    self._abandon()
-                    self._emit(k, t0, end_t)
-                    return
-                if started >= BATCH or nxt <= now:  # more due now: serve I/O, come back
-                    wait = 0.0
+            nxt = sched.next_time
+            if now >= end_t + END_GRACE_S and nxt != INF:
+                # the run's time is over: what a saturated generator could not start by
+                # now is skipped (counted), not started late after the end
+                nxt = self._skip_rest()
+            started = 0
+            while nxt <= now and started < BATCH:
+                if len(conns) >= self.max_inflight or now - nxt > skip_lag:
+                    rec.skipped += 1
                 else:
-                    wake = min(nxt, t1 if t1 < end_t else INF, drain_until)
-                    if conns:
-                        wake = min(wake, next(iter(conns.values())).start + timeout)
-                    wait = wake - now
-                    if wait > FOLD_IDLE_S and len(rec.done) >= FOLD_MIN:
-                        rec.fold()  # idle: histogram work now, not at the interval's end
-                        continue
-                    if wait <= SPIN_S:
-                        wait = 0.0
-                    elif wait != INF:
-                        timer.arm(start_at + wake)
-                self._poll(ep, timer, wait)
-        finally:
-            self._abandon()
-            timer.close()
-            ep.close()
-            _set_timer_slack(old_slack)
-            gc.unfreeze()
-            if gc_was_enabled:
-                gc.enable()
+                    self._start(sched.next_seq, nxt, now, ep)
+                started += 1
+                nxt = sched.advance()
+            if conns:
+                self._expire(now)
+            if len(rec.done) >= FOLD_MAX:
+                rec.fold()  # never idle (saturated): bound the stall and the memory
+            if nxt == INF and (not conns or now >= drain_until):
+                self._abandon()
+                self._emit(k, t0, end_t)
+                return
+            if started >= BATCH or nxt <= now:  # more due now: serve I/O, come back
+                wait = 0.0
+            else:
+                wake = min(nxt, t1 if t1 < end_t else INF, drain_until)
+                if conns:
+                    wake = min(wake, next(iter(conns.values())).start + timeout)
+                wait = wake - now
+                if wait > FOLD_IDLE_S and len(rec.done) >= FOLD_MIN:
+                    rec.fold()  # idle: histogram work now, not at the interval's end
+                    continue
+                if wait <= SPIN_S:
+                    wait = 0.0
+                elif wait != INF:
+                    timer.arm(start_at + wake)
+            self._poll(ep, timer, wait)
 
     def _skip_rest(self) -> float:
         sched = self.sched
