@@ -253,3 +253,31 @@ def test_prometheus_port_in_use_is_a_usage_error() -> None:
     assert out.returncode == 2
     assert out.stderr.splitlines() == [out.stderr.rstrip("\n")]
     assert f"127.0.0.1:{port}" in out.stderr and "another port" in out.stderr
+
+
+def test_prometheus_addr_binds_the_exporter_where_asked() -> None:
+    # A server's exporter must be reachable from the client host (`run --watch-remote`);
+    # 127.0.0.2 stands for "an address of this host other than the default".
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tcpchurn", "watch", "--json", "--interval", "0.2",
+         "--count", "50", "--prometheus", str(port), "--prometheus-addr", "127.0.0.2"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        json.loads(proc.stdout.readline())
+        text = ""
+        deadline = time.monotonic() + 10
+        while "tcpchurn_tcp_sockets" not in text and time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.2:{port}/metrics", timeout=2) as r:
+                    text = r.read().decode()
+            except OSError:
+                time.sleep(0.05)
+        with pytest.raises(OSError):  # not on the default address any more
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    assert "tcpchurn_tcp_sockets" in text

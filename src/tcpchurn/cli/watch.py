@@ -29,7 +29,7 @@ def _sigterm_as_interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 def _start_prometheus(
-    port: int, side: str
+    port: int, side: str, addr: str
 ) -> tuple[Callable[[dict[str, Any]], None], Callable[[], None]]:
     from tcpchurn.report import prometheus
 
@@ -38,12 +38,13 @@ def _start_prometheus(
     registry = prometheus.make_registry()
     metrics = prometheus.KernelMetrics(registry, side)
     try:
-        stop = prometheus.start_server(registry, port)
+        stop = prometheus.start_server(registry, port, addr)
     except OSError as exc:
         raise BadValue(
             "--prometheus",
             port,
-            f"cannot listen on 127.0.0.1:{port} ({exc.strerror}): pick another port",
+            f"cannot listen on {addr}:{port} ({exc.strerror}): pick another port"
+            " or an address of this host for --prometheus-addr",
         ) from exc
     return metrics.update, stop
 
@@ -67,6 +68,15 @@ def _start_prometheus(
     help="Serve the samples on http://127.0.0.1:PORT/metrics.",
 )
 @click.option(
+    "--prometheus-addr",
+    "prom_addr",
+    default="127.0.0.1",
+    show_default=True,
+    metavar="ADDR",
+    help="Address for --prometheus; give this host's address (or 0.0.0.0) so that"
+    " `tcpchurn run --watch-remote http://THIS_HOST:PORT/metrics` on the client can scrape it.",
+)
+@click.option(
     "--detail-every",
     type=int,
     default=5,
@@ -82,6 +92,7 @@ def watch(
     once: bool,
     as_json: bool,
     prom_port: int | None,
+    prom_addr: str,
     detail_every: int,
 ) -> None:
     """Watch TIME_WAIT, conntrack, accept queues, ports and fds against their limits.
@@ -91,6 +102,8 @@ def watch(
       tcpchurn watch --netns srv --json       JSON lines for a namespace
       tcpchurn watch --pid 1234 --once        one full sample of a process's namespace
       tcpchurn watch --prometheus 9464        also serve 127.0.0.1:9464/metrics
+      tcpchurn watch --prometheus 9464 --prometheus-addr 0.0.0.0
+                                              on a server, for `run --watch-remote`
     """
     config = WatchConfig(interval=interval, count=count, detail_every=detail_every).check()
     if once:  # one full sample: every state by family, destinations
@@ -100,7 +113,7 @@ def watch(
         update: Callable[[dict[str, Any]], None] | None = None
         stop: Callable[[], None] | None = None
         if prom_port is not None:
-            update, stop = _start_prometheus(prom_port, procfs.label)
+            update, stop = _start_prometheus(prom_port, procfs.label, prom_addr)
         try:
             pairs = with_carried(watch_samples(procfs, config))
             if as_json:

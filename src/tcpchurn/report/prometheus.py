@@ -33,13 +33,17 @@ def make_registry() -> CollectorRegistry:
     return CollectorRegistry(auto_describe=False)
 
 
-def start_server(registry: CollectorRegistry, port: int) -> Callable[[], None]:
-    """Serve ``registry`` on http://127.0.0.1:``port``/metrics; returns a stop function.
+def start_server(
+    registry: CollectorRegistry, port: int, addr: str = "127.0.0.1"
+) -> Callable[[], None]:
+    """Serve ``registry`` on http://``addr``:``port``/metrics; returns a stop function.
 
-    Bound to loopback only: the exporter shows kernel internals of this host.
-    Raises ``OSError`` (EADDRINUSE, EACCES) when the port cannot be bound.
+    Loopback by default: the exporter shows kernel internals of this host, so exposing
+    it to a network (for ``run --watch-remote`` from the client host) is the user's
+    explicit choice. Raises ``OSError`` (EADDRINUSE, EACCES, EADDRNOTAVAIL) when the
+    address cannot be bound.
     """
-    server, thread = start_http_server(port, addr="127.0.0.1", registry=registry)
+    server, thread = start_http_server(port, addr=addr, registry=registry)
 
     def stop() -> None:
         server.shutdown()
