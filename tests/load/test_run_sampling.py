@@ -31,7 +31,7 @@ def _remote_side(script: list[dict[str, Any] | Exception]) -> Side:
 
 
 def test_an_unreachable_exporter_fails_the_baseline() -> None:
-    side = _remote_side([TargetError("http://10.0.0.2:9464/metrics: connection refused")])
+    side = _remote_side([TargetError("http://server.example:9464/metrics: connection refused")])
     with pytest.raises(TargetError, match="connection refused"):
         side.sample(detail=False)
 

@@ -9,8 +9,9 @@ Every error reaches the user as one line on stderr and an exit code (``errors.py
 ====  =====================================================================
 code  meaning
 ====  =====================================================================
-0     done; for ``run``: the run held its rate and nothing was diagnosed
-1     ``run``/``lab``: a limit was diagnosed (see ``findings``)
+0     done; for ``run``: the rate held and nothing stopped or degraded it
+1     ``run``: a finding stopped or degraded the run, a connection failed, or
+      the generator fell behind; ``lab run``: the expected limit was not first
 2     usage: a bad option or value, missing root, a missing tool
 3     the target: unreachable, answers garbage, never answers
 4     the kernel printed something tcpchurn cannot parse

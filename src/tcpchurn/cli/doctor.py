@@ -132,7 +132,7 @@ def doctor(rate: float, duration: float, target: str | None, close: str, source_
     \b
     tcpchurn doctor --rate 1000                       loopback, server closes first
     tcpchurn doctor --rate 1000 --target 198.18.0.2:80 --close client
-    tcpchurn doctor --rate 5000 --target 10.0.0.2:80 --emit nft | nft -c -f -
+    tcpchurn doctor --rate 5000 --target web.example:80 --emit nft | nft -c -f -
     sudo tcpchurn doctor --rate 2000 --close client --apply    (then --revert)
     """
     for option, value in (("--rate", rate), ("--duration", duration), ("--lifetime", lifetime)):

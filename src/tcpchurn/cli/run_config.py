@@ -47,7 +47,7 @@ def _positive_int(option: str, value: int | None) -> None:
 
 def _check_url(option: str, url: str) -> None:
     if not url.startswith(("http://", "https://")):
-        raise BadValue(option, url, "give the exporter URL, e.g. http://10.0.0.2:9101/metrics")
+        raise BadValue(option, url, "give the exporter URL, e.g. http://server.example:9464/metrics")
 
 
 def build_run_config(opts: Mapping[str, Any], default_out: Path) -> RunConfig:
