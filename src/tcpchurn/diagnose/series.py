@@ -25,6 +25,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from tcpchurn.diagnose.sysctls import Sysctls
+from tcpchurn.jsonpath import dig as _get
 from tcpchurn.kernel.sysctl import SYSCTLS
 
 # Sysctls one value of which holds for every namespace of a host (KERNEL.md §2).
@@ -43,14 +44,6 @@ DEGRADED_OK_SHARE = 0.99  # 1% or more failing: the run degraded
 SYN_RETRANSMIT_STEPS_S = (1.0, 3.0, 7.0, 15.0, 31.0, 63.0)
 
 Json = Mapping[str, Any]
-
-
-def _get(d: Any, *keys: str) -> Any:
-    for key in keys:
-        if not isinstance(d, Mapping):
-            return None
-        d = d.get(key)
-    return d
 
 
 def _num(value: Any) -> float:

@@ -16,6 +16,7 @@ from typing import Any
 from rich.table import Table
 
 from tcpchurn.errors import BadValue
+from tcpchurn.jsonpath import dig as _get
 from tcpchurn.report import html as H
 from tcpchurn.report.plots import Plot, render_all
 from tcpchurn.report.rundir import RunDir, open_run
@@ -65,15 +66,6 @@ def labels(runs: Sequence[Loaded]) -> list[str]:
     if len(set(names)) == len(names):
         return names
     return [f"{i + 1}:{n}" for i, n in enumerate(names)]
-
-
-def _get(d: Mapping[str, Any], *keys: str) -> object:
-    cur: object = d
-    for k in keys:
-        if not isinstance(cur, Mapping):
-            return None
-        cur = cur.get(k)
-    return cur
 
 
 def _findings(summary: Mapping[str, Any]) -> str:

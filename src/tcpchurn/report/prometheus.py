@@ -24,6 +24,8 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from tcpchurn.jsonpath import dig as _get
+
 Sample = Mapping[str, Any]
 FamiliesFn = Callable[[str, Sample], Iterable[Metric]]
 
@@ -136,14 +138,6 @@ class _Families:
         if isinstance(value, int | float) and not isinstance(value, bool):
             fam = self._family(CounterMetricFamily, name, doc, tuple(labels))
             fam.add_metric([self.side, *labels.values()], float(value))  # type: ignore[attr-defined]
-
-
-def _get(d: Any, *keys: str) -> Any:
-    for k in keys:
-        if not isinstance(d, Mapping):
-            return None
-        d = d.get(k)
-    return d
 
 
 # Fields of the sockstat "TCP:" line (net/ipv4/proc.c sockstat_seq_show).

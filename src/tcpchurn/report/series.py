@@ -26,6 +26,8 @@ from array import array
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from tcpchurn.jsonpath import dig as _get
+
 SIDES = ("client", "server")
 LATENCIES = ("connect", "ttfb", "total", "schedule_lag")
 PERCENTILES = ("p50", "p90", "p99", "p999", "max")
@@ -43,20 +45,6 @@ def _num(v: object) -> float | None:
     if isinstance(v, bool) or not isinstance(v, int | float):
         return None
     return float(v)
-
-
-def _get(d: object, *keys: str | int) -> object:
-    """``d[k1][k2]...`` or ``None`` as soon as a level is missing or null."""
-    for k in keys:
-        if isinstance(k, int):
-            if not isinstance(d, list) or len(d) <= k:
-                return None
-            d = d[k]
-        else:
-            if not isinstance(d, dict):
-                return None
-            d = d.get(k)
-    return d
 
 
 def sysctl(sysctls: Mapping[str, Any] | None, name: str) -> float | None:

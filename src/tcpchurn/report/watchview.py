@@ -19,6 +19,8 @@ from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderR
 from rich.table import Table
 from rich.text import Text
 
+from tcpchurn.jsonpath import dig as _get
+
 MARKER = "▶"
 TOP_LISTENERS = 3
 TOP_DESTINATIONS = 3
@@ -52,15 +54,6 @@ class Row:
             return bool(self.used)
         share = self.share
         return share is not None and share >= 0.9
-
-
-def _get(d: Any, *keys: str) -> Any:
-    """``d[k1][k2]...`` or ``None`` as soon as a level is missing or null."""
-    for k in keys:
-        if not isinstance(d, Mapping):
-            return None
-        d = d.get(k)
-    return d
 
 
 def _int(value: Any) -> int | None:
