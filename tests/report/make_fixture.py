@@ -225,9 +225,14 @@ def seed_2009() -> tuple[dict[str, Any], list[dict[str, Any]]]:
                 f"new SYNs ({drop_per_s:,.0f} drops/s) without telling the client: connects "
                 "waited for "
                 "SYN retransmits at 1 s and 3 s and then timed out (ETIMEDOUT)."),
-            "fix": ["sysctl -w net.netfilter.nf_conntrack_max=262144",
-                    "echo 262144 > /sys/module/nf_conntrack/parameters/hashsize",
-                    "nft add rule inet raw pre tcp dport 80 notrack"],
+            "fix": ["exempt the benchmark flow from conntrack in both directions (nft "
+                    "notrack), or raise nf_conntrack_max together with nf_conntrack_buckets",
+                    "nft: table inet tcpchurn_notrack { chain pre { type filter hook "
+                    "prerouting priority raw; tcp dport 80 notrack; tcp sport 80 notrack }; "
+                    "chain out { type filter hook output priority raw; tcp dport 80 notrack; "
+                    "tcp sport 80 notrack } }",
+                    "sysctl -w net.netfilter.nf_conntrack_max=262144",
+                    "echo 262144 > /sys/module/nf_conntrack/parameters/hashsize"],
             "wrong_fixes": ["tcp_tw_recycle: removed in 4.12 (commit 4396e46187ca)",
                             "tcp_fin_timeout: does not shorten TIME_WAIT (fixed 60 s)"],
         }],
