@@ -9,8 +9,9 @@ loop plus the schedule and the measurements; one worker saturated reaches 34-37k
 (``bench/ceiling.py`` for the whole picture).  What remains is kernel time: ~20 µs of
 system CPU per connection (connect() alone runs the server's side of the handshake in
 softirq on loopback) against ~4 µs of Python.  In syscalls the path is leaner than wrk's:
-socket, connect, epoll_ctl(ADD) once for IN|OUT|RDHUP|ET (no MOD), send, one recv
-(EPOLLRDHUP tells the FIN came with the data), close.
+socket, connect, send (a connect that is already complete, as on loopback; else EAGAIN and
+EPOLLOUT first), epoll_ctl(ADD) once (IN|RDHUP|ET, no MOD), one recv (EPOLLRDHUP tells the
+FIN came with the data), close: one event per connection.
 Timing: every timestamp is seconds since the run's common start (``start_at``, a
 ``time.monotonic()`` value shared by all workers).  A connection's latencies are recorded
 from its *scheduled* time as well as from its actual start (stats.py).
@@ -45,15 +46,25 @@ EPOLLIN, EPOLLOUT, EPOLLET = select.EPOLLIN, select.EPOLLOUT, select.EPOLLET
 EPOLLERR, EPOLLHUP, EPOLLRDHUP = select.EPOLLERR, select.EPOLLHUP, select.EPOLLRDHUP
 _ERRBITS = EPOLLERR | EPOLLHUP
 _READABLE = EPOLLIN | EPOLLRDHUP
+_CONNECTING_MASK = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET
+_READING_MASK = EPOLLIN | EPOLLRDHUP | EPOLLET  # the request is sent: only replies matter
 
 SOCK_STREAM_NONBLOCK = socket.SOCK_STREAM | socket.SOCK_NONBLOCK
+EINPROGRESS = errno.EINPROGRESS
 
 #: SO_LINGER {on, 0 s}: close() sends RST and skips TIME_WAIT (socket(7), tcp_close()
 #: -> tcp_disconnect when sk->sk_lingertime == 0)
 LINGER_RESET = struct.pack("ii", 1, 0)
 
 RECV_SIZE = 65536
-BATCH = 64  # connections started per loop turn before I/O is served again
+BATCH = 32  # connections started per loop turn before I/O is served again
+#: events served per poll before the due connections are started again (edge-triggered:
+#: the rest stay on the ready list for the next poll).  Unbounded (1023), one poll could
+#: serve ~5 ms of completions while due connections wait: at 53k/s with 2 workers, lag
+#: p99 4-12 ms.  At least 2 x BATCH, or a saturated loop starts connections faster than it
+#: serves their events (up to two each: OUT, then IN) and in-flight runs away: 64 and 64
+#: collapsed to 27k/s at a 75k/s target (measured).
+MAX_EVENTS = 4 * BATCH
 #: below this wait, poll(0) again instead of sleeping: a sleep and wake-up costs ~27 µs of
 #: CPU and wakes ~35 µs late on this 2-core VM (measured), so spinning is no dearer
 SPIN_S = 0.00003
@@ -78,16 +89,17 @@ def error_name(code: int) -> str:
 class _Conn:
     __slots__ = ("buf", "conn_t", "eof", "fd", "sched", "sock", "start", "state", "ttfb")
 
-    def __init__(self, sock: _socket.socket, fd: int, sched: float, start: float) -> None:
+    def __init__(self, sock: _socket.socket, fd: int, sched: float, start: float,
+                 conn_t: float = MISSING, state: int = CONNECTING) -> None:
         self.sock = sock
         self.fd = fd
         self.sched = sched
         self.start = start
-        self.conn_t = MISSING
+        self.conn_t = conn_t
         self.ttfb = MISSING
         self.buf = b""
         self.eof = False
-        self.state = CONNECTING
+        self.state = state
 
 
 class Engine:
@@ -128,6 +140,8 @@ class Engine:
         self.af = target.af
         self.sources = cfg.source_ips
         self.http = cfg.mode == "http"
+        self.close_server = cfg.close == "server"
+        self.close_reset = cfg.close == "reset"
         self.request = build_request(target, keep_alive=cfg.close != "server")
         # the last response found complete, by whether the server had closed (an
         # until-EOF body is complete only then)
@@ -165,18 +179,38 @@ class Engine:
                 self._fail_early(exc.errno or 0, sched, now)
                 return
         rc = sock.connect_ex(self.addr)
-        if rc != errno.EINPROGRESS and rc != 0:
+        if rc != EINPROGRESS and rc != 0:
             sock.close()
             self._fail_early(rc, sched, now)
             return
         fd = sock.fileno()
+        mask = _CONNECTING_MASK
+        conn_t = MISSING
+        if self.http:
+            # on loopback connect() usually returns with the handshake already done (the
+            # server's side ran in softirq inside the call): send now, and the only event
+            # this connection raises is the response; EAGAIN means SYN_SENT (tcp_sendmsg
+            # -> sk_stream_wait_connect), so wait for EPOLLOUT as usual
+            try:
+                sock.send(self.request)
+            except BlockingIOError:
+                pass
+            except OSError as exc:  # ECONNREFUSED (sk_err), EPIPE
+                if exc.errno != errno.ENOTCONN:
+                    sock.close()
+                    self._fail_early(exc.errno or 0, sched, now)
+                    return
+            else:
+                conn_t = self.clock() - self.start_at
+                mask = _READING_MASK
         try:
-            ep.register(fd, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET)
+            ep.register(fd, mask)
         except OSError as exc:  # ENOSPC: fs.epoll.max_user_watches; ENOMEM
             sock.close()
             self._fail_early(exc.errno or 0, sched, now)
             return
-        self.conns[fd] = _Conn(sock, fd, sched, now)
+        self.conns[fd] = _Conn(sock, fd, sched, now, conn_t,
+                               CONNECTING if conn_t < 0.0 else READING)
 
     def _fail_early(self, code: int, sched: float, now: float) -> None:
         self.rec.error(error_name(code), now)
@@ -276,12 +310,12 @@ class Engine:
             # a complete response followed by RST still answered the request
             self._finish(c, now, None if complete else error_name(failed))
             return
-        if self.cfg.close == "server":
+        if self.close_server:
             if c.eof:
                 self._finish(c, now, None if complete else "CLOSED_EARLY")
             return
         if complete:
-            self._finish(c, now, None, reset=self.cfg.close == "reset")
+            self._finish(c, now, None, reset=self.close_reset)
         elif c.eof:
             self._finish(c, now, "CLOSED_EARLY")
 
@@ -332,6 +366,9 @@ class Engine:
         timeout = cfg.timeout
         conns = self.conns
         rec = self.rec
+        start = self._start
+        advance = sched.advance
+        max_inflight = self.max_inflight
         # a due connection this late is skipped: starting it would measure our backlog
         skip_lag = max(timeout, 1.0)
         end_t = cfg.duration  # when scheduling ends
@@ -362,12 +399,12 @@ class Engine:
                 nxt = self._skip_rest()
             started = 0
             while nxt <= now and started < BATCH:
-                if len(conns) >= self.max_inflight or now - nxt > skip_lag:
+                if len(conns) >= max_inflight or now - nxt > skip_lag:
                     rec.skipped += 1
                 else:
-                    self._start(sched.next_seq, nxt, now, ep)
+                    start(sched.next_seq, nxt, now, ep)
                 started += 1
-                nxt = sched.advance()
+                nxt = advance()
             if conns:
                 self._expire(now)
             if len(rec.done) >= FOLD_MAX:
@@ -404,13 +441,14 @@ class Engine:
     def _poll(self, ep: select.epoll, timer: Timer, wait: float) -> None:
         # the timer fd does the precise wake-up; poll's own timeout is only a backstop
         timeout = 0.0 if wait <= 0 else (-1.0 if wait == INF else wait + 0.002)
-        events = ep.poll(timeout)
+        events = ep.poll(timeout, MAX_EVENTS)
         now = self.clock() - self.start_at
-        conns = self.conns
+        get = self.conns.get
+        event = self._event
         for fd, ev in events:
-            c = conns.get(fd)
+            c = get(fd)
             if c is not None:
-                self._event(c, ev, now)
+                event(c, ev, now)
             elif fd == timer.fd:
                 timer.clear()
             elif fd == self.control_fd:

@@ -151,7 +151,9 @@ class Schedule:
             self._u += self._rng.expovariate(1.0 / self._gap)
             t = self.time_of(self._u)
         else:
-            t = self.time_of(self.next_seq)
+            n = self.next_seq
+            # time_of(n) inlined for the steady state (the engine's per-connection path)
+            t = n / self.rate + self.ramp / 2.0 if n >= self._a else self.time_of(n)
         self.next_time = t if t < self.duration else INF
         return self.next_time
 
