@@ -247,16 +247,24 @@ def main() -> None:
     if args.inner or args.no_netns or os.geteuid() != 0:
         main_inner(args)
         return
+    sys.exit(rerun_in_netns(__file__))
+
+
+def rerun_in_netns(script: str) -> int:
+    """Run ``script --inner <our arguments>`` in a throw-away namespace; its exit code.
+
+    The load's TIME_WAIT sockets and ports stay out of the host's tables and vanish with
+    the namespace, which is removed whatever happens.
+    """
     ns = f"tcpchurn-bench-{uuid.uuid4().hex[:6]}"
     subprocess.run(["ip", "netns", "add", ns], check=True)
     try:
         subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
         argv = [a for a in sys.argv[1:] if a != "--inner"]
-        rc = subprocess.run(["ip", "netns", "exec", ns, sys.executable, __file__, "--inner",
-                             *argv]).returncode
+        return subprocess.run(["ip", "netns", "exec", ns, sys.executable, script, "--inner",
+                               *argv]).returncode
     finally:
         subprocess.run(["ip", "netns", "del", ns], check=False)
-    sys.exit(rc)
 
 
 if __name__ == "__main__":

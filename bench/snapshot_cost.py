@@ -24,29 +24,17 @@ import argparse
 import os
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable
 from functools import partial
 from typing import Any
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from watch_cost import fill_time_wait
+from watch_cost import best_of, fill_time_wait
 
 from tcpchurn.kernel.procfs import Procfs
 from tcpchurn.kernel.snapshot import KernelSnapshot
-
-
-def best_of(repeat: int, fn: Callable[[], Any]) -> float:
-    """The fastest of ``repeat`` calls, in milliseconds."""
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best * 1e3
 
 
 def main() -> None:

@@ -16,15 +16,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
-import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from ceiling import nginx
+from ceiling import nginx, rerun_in_netns
 
 
 def rss_kib(pid: int) -> int:
@@ -94,16 +92,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.inner or args.no_netns or os.geteuid() != 0:
         sys.exit(main_inner(args))
-    ns = f"tcpchurn-bench-{uuid.uuid4().hex[:6]}"
-    subprocess.run(["ip", "netns", "add", ns], check=True)
-    try:
-        subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
-        argv = [a for a in sys.argv[1:] if a != "--inner"]
-        rc = subprocess.run(["ip", "netns", "exec", ns, sys.executable, __file__, "--inner",
-                             *argv]).returncode
-    finally:
-        subprocess.run(["ip", "netns", "del", ns], check=False)
-    sys.exit(rc)
+    sys.exit(rerun_in_netns(__file__))
 
 
 if __name__ == "__main__":

@@ -33,6 +33,19 @@ def schema_keys() -> set[str]:
     return set(re.findall(r'^  "([a-z_0-9]+)":', section, flags=re.M))
 
 
+def scrape_until(url: str, needle: str, limit: float = 10.0) -> str:
+    """The exporter's text once it contains ``needle`` (bounded wait), else the last try."""
+    text = ""
+    deadline = time.monotonic() + limit
+    while needle not in text and time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                text = r.read().decode()
+        except OSError:
+            time.sleep(0.05)
+    return text
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -168,14 +181,7 @@ def test_prometheus_scrape_matches_the_namespace(make_netns: Callable[[], str]) 
             for _ in range(3):  # a full sample, then cheap ones (--detail-every 5)
                 cheap = json.loads(proc.stdout.readline())
             assert cheap["tcp"]["states_v4"] is None
-            text = ""
-            deadline = time.monotonic() + 10
-            while "tcpchurn_listen_queue" not in text and time.monotonic() < deadline:
-                try:
-                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
-                        text = r.read().decode()
-                except OSError:
-                    time.sleep(0.05)
+            text = scrape_until(f"http://127.0.0.1:{port}/metrics", "tcpchurn_listen_queue")
         finally:
             proc.terminate()
             proc.wait(timeout=10)
@@ -267,14 +273,7 @@ def test_prometheus_addr_binds_the_exporter_where_asked() -> None:
     try:
         assert proc.stdout is not None
         json.loads(proc.stdout.readline())
-        text = ""
-        deadline = time.monotonic() + 10
-        while "tcpchurn_tcp_sockets" not in text and time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.2:{port}/metrics", timeout=2) as r:
-                    text = r.read().decode()
-            except OSError:
-                time.sleep(0.05)
+        text = scrape_until(f"http://127.0.0.2:{port}/metrics", "tcpchurn_tcp_sockets")
         with pytest.raises(OSError):  # not on the default address any more
             urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2)
     finally:
