@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tcpchurn.kernel import sockdiag
 from tcpchurn.kernel.procfs import Procfs
+from tests.load.nginx_helper import free_port
 
 SCHEMA = Path(__file__).parent.parent / "docs" / "schema.md"
 
@@ -45,12 +46,6 @@ def scrape_until(url: str, needle: str, limit: float = 10.0) -> str:
             time.sleep(0.05)
     return text
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @pytest.mark.parametrize(

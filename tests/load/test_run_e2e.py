@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import sh
+from tests.load.nginx_helper import free_port
 from tests.load.runhelp import ROOT, consistent, misbehaving, run_tcpchurn, tcpchurn_argv
 
 
@@ -221,15 +222,9 @@ def test_signal_mid_run_still_writes_both_files(
     consistent(summary, timeline)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
 
 def test_watch_remote_reads_a_tcpchurn_watch_exporter(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     watch = subprocess.Popen(
         tcpchurn_argv("watch", "--prometheus", str(port), "--json", "--count", "60"),
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,

@@ -4,7 +4,6 @@ prometheus-client's own parser, and consistent with what the run wrote."""
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import time
 import urllib.request
@@ -13,14 +12,8 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.load.nginx_helper import free_port
 from tests.load.runhelp import ROOT, tcpchurn_argv
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _lines(path: Path) -> int:
@@ -39,7 +32,7 @@ def _values(text: str) -> dict[str, float]:
 
 def test_scrapes_during_a_run_match_the_timeline(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    port = _free_port()
+    port = free_port()
     argv = tcpchurn_argv("run", "--rate", "300", "--duration", "4", "--workers", "1",
                          "--out", str(out), "--quiet", "--prometheus", str(port))
     proc = subprocess.Popen(argv, cwd=ROOT, text=True,
