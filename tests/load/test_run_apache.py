@@ -92,18 +92,29 @@ def test_apache_time_wait_is_v4_mapped_in_tcp6_and_agrees_with_ss(
     consistent(summary, done.timeline)
     last = done.timeline[-1]
     tcp = last["client"]["tcp"]
-    # One namespace holds both sides and TIME_WAIT lasts 60 s: all 900 are still there.
-    assert last["client"]["sockstat"]["tw"] == 900
-    assert tcp["states_v4"]["TIME_WAIT"] + tcp["states_v6"]["TIME_WAIT"] == 900
+    # Every connection went through TIME_WAIT (the namespace is fresh and the fixture's
+    # probes end with RST), and one namespace holds both sides.
+    assert last["client"]["counters"]["TcpExt"]["TW"] == 900
+    # Fewer than 900 may still be there, and the tool must report what is: connect()'s
+    # port choice advances table_perturb[] with a lockless READ_ONCE/WRITE_ONCE
+    # (net/ipv4/inet_hashtables.c, __inet_hash_connect), so two workers connecting at
+    # once can rewind it; the next connect then reuses a port whose TIME_WAIT sits on
+    # the server side, which accepts the SYN and drops that TIME_WAIT
+    # (tcp_timewait_state_process, TCP_TW_SYN).  Seen on a busy 2-core CI machine:
+    # 804 of 900 left.
+    tw = last["client"]["sockstat"]["tw"]
+    assert 0 < tw <= 900
+    assert tcp["states_v4"]["TIME_WAIT"] + tcp["states_v6"]["TIME_WAIT"] == tw
     # None is ours: the client never closed first, so none points at the server's port.
     assert not any(d["remote"] == "198.18.0.1:80" for d in last["client"]["destinations"])
     # The 2009 picture: a dual-stack listener, and every TIME_WAIT an IPv4 peer on an
     # IPv6 socket.
     assert any(q["local"] == "[::]:80" and q["family"] == 6 for q in last["server"]["listen"])
-    assert tcp["tw_v4mapped"] == tcp["states_v6"]["TIME_WAIT"] == 900
+    assert tcp["tw_v4mapped"] == tcp["states_v6"]["TIME_WAIT"] == tw
     # The split by family, and the v4-mapped count, are what ss sees (nothing else runs).
     tw4 = sh("ss", "-4", "-tanH", "state", "time-wait", netns=ns).splitlines()
     tw_all = sh("ss", "-tanH", "state", "time-wait", netns=ns).splitlines()
+    assert len(tw_all) == tw
     assert tcp["states_v4"]["TIME_WAIT"] == len(tw4)
     assert tcp["tw_v4mapped"] == sum("::ffff:" in line for line in tw_all)
     assert last["server"]["where"] == f"pid {pid}"
