@@ -17,6 +17,7 @@ from tcpchurn.load.stats import (
     RunTotals,
     new_histogram,
     record_many,
+    reset_histogram,
 )
 
 
@@ -172,3 +173,44 @@ def test_discarded_intervals_are_freed_at_once_not_by_the_cyclic_gc() -> None:
         assert all(r() is None for r in refs)
     finally:
         gc.enable()
+
+
+def test_reset_histogram_empties_like_hdrh_reset() -> None:
+    ours, theirs = new_histogram(), new_histogram()
+    for h in (ours, theirs):
+        record_many(h, np.array([3, 700, 2_000_000], dtype=np.int64))
+    reset_histogram(ours)
+    theirs.reset()
+    assert list(ours.counts) == list(theirs.counts) and not any(ours.counts)
+    assert (ours.total_count, ours.min_value, ours.max_value) == (
+        theirs.total_count, theirs.min_value, theirs.max_value)
+    record_many(ours, np.array([5], dtype=np.int64))
+    assert (ours.get_min_value(), ours.get_max_value(), ours.get_total_count()) == (5, 5, 1)
+
+
+def test_recycled_histograms_carry_a_later_interval_and_nothing_of_the_last() -> None:
+    rec = Recorder()
+    rec.prefault()  # two sets from the start: the current one and a spare
+    for i in range(100):
+        rec.record(i / 1000, i / 1000, i / 1000 + 0.001, i / 1000 + 0.002, i / 1000 + 0.003)
+    first = rec.flush(0, 0.0, 1.0, 100.0, 0)
+    sent = first.encode()  # what a worker's emit does before it hands them back
+    expected = first.to_json()["latency_ms"]["total"]
+    reused = first.hists["total"]
+    rec.recycle(first.hists)
+    rec.record(1.0, 1.0, 1.0005, 1.0006, 1.0007)
+    second = rec.flush(1, 1.0, 1.0, 1.0, 0)  # on the prefaulted spare
+    for _ in range(2):
+        rec.record(2.0, 2.0, 2.0005, 2.0006, 2.0009)
+    third = rec.flush(2, 2.0, 1.0, 2.0, 0)
+    assert third.hists["total"] is reused  # the same counters, not new pages
+    assert third.hists["total"].get_total_count() == 2
+    assert third.to_json()["latency_ms"]["total"]["max"] == 0.9
+    assert second.hists["total"].get_total_count() == 1
+    # what went out on the pipe was complete before the counters were reused
+    back = IntervalStats.decode(sent).to_json()["latency_ms"]["total"]
+    assert back == expected and back["count"] == 100
+    # without recycle (run_local, tests), an interval keeps its own histograms for good
+    fourth = rec.flush(3, 3.0, 1.0, 0.0, 0)
+    fifth = rec.flush(4, 4.0, 1.0, 0.0, 0)
+    assert len({id(st.hists["total"]) for st in (second, third, fourth, fifth)}) == 4

@@ -24,6 +24,7 @@ from __future__ import annotations
 import _socket
 import errno
 import gc
+import math
 import os
 import select
 import socket
@@ -68,9 +69,18 @@ MAX_EVENTS = 4 * BATCH
 #: below this wait, poll(0) again instead of sleeping: a sleep and wake-up costs ~27 µs of
 #: CPU and wakes ~35 µs late on this 2-core VM (measured), so spinning is no dearer
 SPIN_S = 0.00003
+#: wake-ups for due connections fall on this grid (seconds from the start), so at most one
+#: per step: each costs a timerfd_settime and a context switch, ~27 µs of CPU that a
+#: VM's timer reprogramming makes dearer (perf at 35k/s: 11% of all CPU in
+#: timerfd_settime and finish_task_switch).  Adds 0-WAKE_GRID_S of lag, within the 1 ms
+#: that makes a connection late.
+WAKE_GRID_S = 0.00025
 FOLD_IDLE_S = 0.0002  # fold pending stats when the next thing to do is this far away
 FOLD_MIN = 5 * 256  # ... and at least this many floats (256 connections) are pending
-FOLD_MAX = 5 * 4096  # fold regardless beyond 4096 connections (~2 ms of numpy)
+#: fold regardless beyond 1024 connections: 0.17 ms of numpy, so the stall it puts on the
+#: schedule stays well under the 2 ms lag bar (4096 took 0.33 ms, and what was left for
+#: the interval's end 2.7 ms: bench/ceiling.py at 80% then had lag p99 2-10 ms)
+FOLD_MAX = 5 * 1024
 END_GRACE_S = 0.05  # after ``duration``, connections still due may start this late
 STOP_GRACE_S = 1.0  # after stop(): how long in-flight connections may still finish
 
@@ -102,12 +112,26 @@ class _Conn:
         self.state = state
 
 
+def on_grid(t: float) -> float:
+    """``t`` rounded up to the wake-up grid (:data:`WAKE_GRID_S`); INF stays INF.
+
+    One wake-up then starts every connection due in a step, and an I/O wake-up in
+    between finds the timer already armed at the same instant (no timerfd_settime).
+    """
+    if t == INF:
+        return t
+    # the tolerance keeps a time already on the grid there despite float division
+    return math.ceil(t / WAKE_GRID_S - 1e-6) * WAKE_GRID_S
+
+
 class Engine:
     """Runs worker ``index`` of ``count``: its share of ``cfg``'s schedule.
 
     ``emit`` receives one :class:`IntervalStats` per interval (the last one partial).
     ``stop()`` may be called from a signal handler; ``control_fd`` (optional) is watched
     too: any byte means stop, EOF means the parent died (stop at once, no grace).
+    ``recycle``: ``emit`` is done with the stats when it returns (a worker encodes them
+    onto its pipe), so their histograms are reused for a later interval.
     """
 
     def __init__(
@@ -119,9 +143,11 @@ class Engine:
         start_at: float | None = None,
         control_fd: int | None = None,
         clock: Callable[[], float] = time.monotonic,
+        recycle: bool = False,
     ) -> None:
         self.cfg = cfg
         self.emit = emit
+        self.recycle = recycle
         self.index = index
         self.count = count
         self.clock = clock
@@ -146,6 +172,18 @@ class Engine:
         # the last response found complete, by whether the server had closed (an
         # until-EOF body is complete only then)
         self._last_ok: dict[bool, bytes] = {False: b"\0", True: b"\0"}
+
+    def warm_up(self) -> None:
+        """Run the once-per-interval paths now, before the run's clock starts.
+
+        The first fold and encode import and fault in numpy's and zlib's code, and the
+        histograms' pages are touched on first use: measured as 30-90 ms of lag at the
+        start of a run at 45k/s, none of it the target's doing.
+        """
+        scratch = Recorder()
+        scratch.done.extend((0.0, 0.0001, 0.0002, 0.0003, 0.0004) * 64)
+        scratch.flush(0, 0.0, 1.0, 64.0, 0).encode()
+        self.rec.prefault()
 
     def stop(self) -> None:
         """Stop scheduling; in-flight connections get a short grace, then the last flush."""
@@ -419,6 +457,7 @@ class Engine:
                 wake = min(nxt, t1 if t1 < end_t else INF, drain_until)
                 if conns:
                     wake = min(wake, next(iter(conns.values())).start + timeout)
+                wake = on_grid(wake)
                 wait = wake - now
                 if wait > FOLD_IDLE_S and len(rec.done) >= FOLD_MIN:
                     rec.fold()  # idle: histogram work now, not at the interval's end
@@ -439,8 +478,9 @@ class Engine:
         return INF
 
     def _poll(self, ep: select.epoll, timer: Timer, wait: float) -> None:
-        # the timer fd does the precise wake-up; poll's own timeout is only a backstop
-        timeout = 0.0 if wait <= 0 else (-1.0 if wait == INF else wait + 0.002)
+        # the timer fd, armed for any finite wait, does the wake-up: a poll timeout too
+        # would start and cancel a second hrtimer per sleep
+        timeout = 0.0 if wait <= 0 else -1.0
         events = ep.poll(timeout, MAX_EVENTS)
         now = self.clock() - self.start_at
         get = self.conns.get
@@ -477,6 +517,8 @@ class Engine:
         target = self.sched.expected(t0, t1)
         st = self.rec.flush(k, t0, t1 - t0, target, len(self.conns))
         self.emit(st)
+        if self.recycle:
+            self.rec.recycle(st.hists)
         gc.collect(1)  # young generations only: ~0.1 ms (the collector is off in run())
 
 

@@ -9,7 +9,8 @@ which re-imports the caller's ``__main__`` (a library user's script without the
 
 Protocol (no shared memory, so a worker could later live on another host):
 
-* child -> parent, one message per ``send_bytes``: ``R`` ready; ``I`` + ``IntervalStats.
+* child -> parent, one message per ``send_bytes``: ``R`` ready (+ the scheduler slice
+  granted, in ns, empty if none: :mod:`tcpchurn.load.slice`); ``I`` + ``IntervalStats.
   encode()``; ``X`` + a traceback (the worker failed); ``D`` done.
 * parent -> child: the pickled ``(cfg, index, count)``, then ``S<start_at>`` once (the
   common ``time.monotonic()`` start: the clock is system-wide), later any bytes mean
@@ -38,6 +39,7 @@ from collections.abc import Iterator
 from multiprocessing.connection import Connection
 
 from tcpchurn.load.config import LoadConfig
+from tcpchurn.load.slice import request_slice
 from tcpchurn.load.stats import IntervalStats
 
 PR_SET_PDEATHSIG = 1  # include/uapi/linux/prctl.h
@@ -64,18 +66,20 @@ def _child(out_fd: int, ctrl_fd: int) -> None:
         from tcpchurn.load.engine import Engine
 
         cfg, index, count = pickle.loads(ctrl.recv_bytes())
-        out.send_bytes(b"R")
-        msg = ctrl.recv_bytes()
-        if not msg.startswith(b"S"):
-            out.send_bytes(b"D")
-            return
-        start_at = float(msg[1:])
 
         def emit(st: IntervalStats) -> None:
             out.send_bytes(b"I" + st.encode())
 
-        engine = Engine(cfg, emit, index=index, count=count, start_at=start_at,
-                        control_fd=ctrl.fileno())
+        engine = Engine(cfg, emit, index=index, count=count, control_fd=ctrl.fileno(),
+                        recycle=True)
+        engine.warm_up()
+        granted = request_slice()
+        out.send_bytes(b"R" + (str(granted).encode() if granted else b""))
+        msg = ctrl.recv_bytes()
+        if not msg.startswith(b"S"):
+            out.send_bytes(b"D")
+            return
+        engine.start_at = float(msg[1:])
         signal.signal(signal.SIGTERM, lambda *_: engine.stop())
         engine.run()
         out.send_bytes(b"D")
@@ -115,6 +119,8 @@ class WorkerPool:
         self.cfg = cfg
         self.count = cfg.workers
         self.start_at: float | None = None
+        #: the scheduler slice each worker was granted (ns; None: the kernel's default)
+        self.slices_ns: list[int | None] = []
         self._procs: list[subprocess.Popen[bytes]] = []
         self._outs: list[Connection] = []
         self._ctrls: list[Connection] = []
@@ -153,6 +159,7 @@ class WorkerPool:
             msg = self._recv(index)
             if msg is None or msg[:1] != b"R":
                 raise WorkerError(f"worker {index} failed to start: {self._why(msg)}")
+            self.slices_ns.append(int(msg[1:]) if msg[1:] else None)
         self.start_at = time.monotonic() + START_MARGIN_S
         for ctrl in self._ctrls:
             ctrl.send_bytes(b"S" + repr(self.start_at).encode())
