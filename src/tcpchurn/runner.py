@@ -323,6 +323,8 @@ def run(
             flag.on_set = pool.stop
             try:
                 pool.start()
+                prep.environment["worker_slice_us"] = [
+                    ns / 1000 if ns is not None else None for ns in pool.slices_ns]
                 client.pid = first_worker_pid(pool)
                 # Re-baseline now that the workers are ready (the load starts 50 ms
                 # later), so the first interval's deltas are not stretched by start-up.

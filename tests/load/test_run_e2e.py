@@ -63,6 +63,9 @@ def test_builtin_server_exact_counts(tmp_path: Path) -> None:
     assert summary["config"]["target"] == summary["target"]
     assert summary["environment"]["source_addresses"] == ["127.0.0.1"]
     assert summary["environment"]["cpus"] == os.cpu_count()
+    # one entry per worker: the slice it was granted (run.md, "Keeping the schedule")
+    slices = summary["environment"]["worker_slice_us"]
+    assert len(slices) == 2 and slices[0] == slices[1] and slices[0] in (100.0, None)
     assert summary["duration_s"] == 3.0
     timeline = done.timeline
     _check_timeline(timeline, 3)
