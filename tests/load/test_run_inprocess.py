@@ -44,6 +44,7 @@ class ScriptedPool:
         self.cfg = cfg
         self.stopped = 0
         self.closed = False
+        self.slices_ns: list[int | None] = [None]  # as a worker on a kernel before 6.12
         ScriptedPool.instances.append(self)
 
     def start(self) -> None:
@@ -96,6 +97,7 @@ def test_three_intervals_three_lines(tmp_path: Path, pool: type[ScriptedPool]) -
                                       "skipped": 0}
     assert summary["errors"] == {"ECONNREFUSED": 4}
     assert summary["first_error_s"] == {"ECONNREFUSED": 1.5}
+    assert summary["environment"]["worker_slice_us"] == [None]  # what the pool reported
     assert summary["duration_s"] == 3.0 and summary["interrupted"] is False
     assert started and started[0] == summary["environment"]
     # detail_every=2: a full dump on interval 2, and always on the last one.
