@@ -16,48 +16,31 @@ Timing: every timestamp is seconds since the run's common start (``start_at``, a
 ``time.monotonic()`` value shared by all workers).  A connection's latencies are recorded
 from its *scheduled* time as well as from its actual start (stats.py).
 
-Errors are named at ONE place, :func:`error_name` (docs/schema.md §7).
+What one connection does (open, serve its events, close, record, time out) is in
+conn.py, whose handlers :class:`Engine` inherits; errors are named there, at ONE place,
+:func:`error_name` (docs/schema.md §7).
 """
 
 from __future__ import annotations
 
-import _socket
-import errno
 import gc
 import math
 import os
 import select
-import socket
-import struct
 import time
 from collections.abc import Callable
 
 from tcpchurn.load.config import LoadConfig
-from tcpchurn.load.http import BadResponse, build_request, response_complete
+from tcpchurn.load.conn import DONE, EPOLLIN, Conn, Connections
+from tcpchurn.load.conn import error_name as error_name  # re-exported (tests, callers)
+from tcpchurn.load.http import build_request
 from tcpchurn.load.process import raise_nofile as raise_nofile  # re-exported (runner.py)
 from tcpchurn.load.process import tuned_for_load
 from tcpchurn.load.schedule import INF, Schedule
-from tcpchurn.load.stats import LATE_S, MISSING, IntervalStats, Recorder
+from tcpchurn.load.stats import LATE_S as LATE_S  # re-exported: the lag that makes "late"
+from tcpchurn.load.stats import IntervalStats, Recorder
 from tcpchurn.load.timerfd import Timer
 
-# include/uapi/linux/in.h; socket.IP_BIND_ADDRESS_NO_PORT exists on 3.11 builds for Linux
-IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
-
-EPOLLIN, EPOLLOUT, EPOLLET = select.EPOLLIN, select.EPOLLOUT, select.EPOLLET
-EPOLLERR, EPOLLHUP, EPOLLRDHUP = select.EPOLLERR, select.EPOLLHUP, select.EPOLLRDHUP
-_ERRBITS = EPOLLERR | EPOLLHUP
-_READABLE = EPOLLIN | EPOLLRDHUP
-_CONNECTING_MASK = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET
-_READING_MASK = EPOLLIN | EPOLLRDHUP | EPOLLET  # the request is sent: only replies matter
-
-SOCK_STREAM_NONBLOCK = socket.SOCK_STREAM | socket.SOCK_NONBLOCK
-EINPROGRESS = errno.EINPROGRESS
-
-#: SO_LINGER {on, 0 s}: close() sends RST and skips TIME_WAIT (socket(7), tcp_close()
-#: -> tcp_disconnect when sk->sk_lingertime == 0)
-LINGER_RESET = struct.pack("ii", 1, 0)
-
-RECV_SIZE = 65536
 BATCH = 32  # connections started per loop turn before I/O is served again
 #: events served per poll before the due connections are started again (edge-triggered:
 #: the rest stay on the ready list for the next poll).  Unbounded (1023), one poll could
@@ -84,34 +67,6 @@ FOLD_MAX = 5 * 1024
 END_GRACE_S = 0.05  # after ``duration``, connections still due may start this late
 STOP_GRACE_S = 1.0  # after stop(): how long in-flight connections may still finish
 
-CONNECTING, READING, DONE = 0, 1, 2
-
-
-def error_name(code: int) -> str:
-    """The schema §7 name of an errno: ``errno.errorcode`` or ``ERRNO_<n>``.
-
-    >>> error_name(errno.EADDRNOTAVAIL)
-    'EADDRNOTAVAIL'
-    """
-    return errno.errorcode.get(code, f"ERRNO_{code}")
-
-
-class _Conn:
-    __slots__ = ("buf", "conn_t", "eof", "fd", "sched", "sock", "start", "state", "ttfb")
-
-    def __init__(self, sock: _socket.socket, fd: int, sched: float, start: float,
-                 conn_t: float = MISSING, state: int = CONNECTING) -> None:
-        self.sock = sock
-        self.fd = fd
-        self.sched = sched
-        self.start = start
-        self.conn_t = conn_t
-        self.ttfb = MISSING
-        self.buf = b""
-        self.eof = False
-        self.state = state
-
-
 def on_grid(t: float) -> float:
     """``t`` rounded up to the wake-up grid (:data:`WAKE_GRID_S`); INF stays INF.
 
@@ -124,7 +79,7 @@ def on_grid(t: float) -> float:
     return math.ceil(t / WAKE_GRID_S - 1e-6) * WAKE_GRID_S
 
 
-class Engine:
+class Engine(Connections):
     """Runs worker ``index`` of ``count``: its share of ``cfg``'s schedule.
 
     ``emit`` receives one :class:`IntervalStats` per interval (the last one partial).
@@ -158,7 +113,7 @@ class Engine:
         share, extra = divmod(cfg.max_inflight, count)
         self.max_inflight = share + (1 if index < extra else 0)
         self.rec = Recorder()
-        self.conns: dict[int, _Conn] = {}
+        self.conns: dict[int, Conn] = {}
         self.stopping = False
         self.orphaned = False
         target = cfg.target
@@ -188,189 +143,6 @@ class Engine:
     def stop(self) -> None:
         """Stop scheduling; in-flight connections get a short grace, then the last flush."""
         self.stopping = True
-
-    # -- one connection --------------------------------------------------------------
-
-    def _start(self, seq: int, sched: float, now: float, ep: select.epoll) -> None:
-        rec = self.rec
-        rec.attempted += 1
-        if now - sched > LATE_S:
-            rec.late += 1
-        try:
-            # the C type: socket.socket's Python __init__/close() cost ~1 µs per connection
-            sock = _socket.socket(self.af, SOCK_STREAM_NONBLOCK)
-        except OSError as exc:  # EMFILE, ENFILE, ENOBUFS: no socket, no connection
-            self._fail_early(exc.errno or 0, sched, now)
-            return
-        if self.sources:
-            # bind(ip, 0) alone would pick (and hold) a port now, for *any* destination,
-            # so N sockets need N distinct ports per source IP; IP_BIND_ADDRESS_NO_PORT
-            # defers the choice to connect(), where the whole 4-tuple is known and ports
-            # are shared across destinations (KERNEL.md §C; trio's
-            # _highlevel_open_tcp_stream.py explains the same; Linux 4.2, commit
-            # 90c337da1524).
-            try:
-                sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
-                sock.bind((self.sources[seq % len(self.sources)], 0))
-            except OSError as exc:
-                sock.close()
-                self._fail_early(exc.errno or 0, sched, now)
-                return
-        rc = sock.connect_ex(self.addr)
-        if rc != EINPROGRESS and rc != 0:
-            sock.close()
-            self._fail_early(rc, sched, now)
-            return
-        fd = sock.fileno()
-        mask = _CONNECTING_MASK
-        conn_t = MISSING
-        if self.http:
-            # on loopback connect() usually returns with the handshake already done (the
-            # server's side ran in softirq inside the call): send now, and the only event
-            # this connection raises is the response; EAGAIN means SYN_SENT (tcp_sendmsg
-            # -> sk_stream_wait_connect), so wait for EPOLLOUT as usual
-            try:
-                sock.send(self.request)
-            except BlockingIOError:
-                pass
-            except OSError as exc:  # ECONNREFUSED (sk_err), EPIPE
-                if exc.errno != errno.ENOTCONN:
-                    sock.close()
-                    self._fail_early(exc.errno or 0, sched, now)
-                    return
-            else:
-                conn_t = self.clock() - self.start_at
-                mask = _READING_MASK
-        try:
-            ep.register(fd, mask)
-        except OSError as exc:  # ENOSPC: fs.epoll.max_user_watches; ENOMEM
-            sock.close()
-            self._fail_early(exc.errno or 0, sched, now)
-            return
-        self.conns[fd] = _Conn(sock, fd, sched, now, conn_t,
-                               CONNECTING if conn_t < 0.0 else READING)
-
-    def _fail_early(self, code: int, sched: float, now: float) -> None:
-        self.rec.error(error_name(code), now)
-        self.rec.done.extend((sched, now, MISSING, MISSING, MISSING))
-
-    def _finish(self, c: _Conn, now: float, error: str | None, reset: bool = False) -> None:
-        c.state = DONE
-        del self.conns[c.fd]
-        sock = c.sock
-        if reset:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)
-        sock.close()  # close() also removes the fd from the epoll set
-        rec = self.rec
-        if error is None:
-            rec.ok += 1
-            rec.done.extend((c.sched, c.start, c.conn_t, c.ttfb, now))
-        else:
-            rec.error(error, now)
-            rec.done.extend((c.sched, c.start, c.conn_t, c.ttfb, MISSING))
-
-    def _event(self, c: _Conn, ev: int, now: float) -> None:
-        sock = c.sock
-        if c.state == CONNECTING:
-            if ev & _ERRBITS:
-                code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-                self._finish(c, now, error_name(code) if code else "ECONNRESET")
-                return
-            c.conn_t = now
-            if self.http:
-                try:
-                    sock.send(self.request)
-                except OSError as exc:
-                    self._finish(c, now, error_name(exc.errno or 0))
-                    return
-                c.state = READING
-                if not ev & _READABLE:
-                    # edge-triggered: the response will raise a new IN edge; no recv now
-                    return
-                # else the server spoke first (a banner?) or closed: no new edge will
-                # come for what is already queued, so read it now
-            else:
-                close = self.cfg.close
-                if close != "server":
-                    self._finish(c, now, None, reset=close == "reset")
-                    return
-                c.state = READING  # bare TCP: wait for the server's FIN
-                if not ev & _READABLE:
-                    return
-        elif c.state != READING:
-            return
-        # Read what is queued.  Closing with unread bytes would send RST (tcp_close:
-        # TCPAbortOnClose), and with EPOLLET no new edge comes for bytes left behind.  A
-        # recv() shorter than RECV_SIZE took everything queued (tcp_recvmsg copies all it
-        # has), and EPOLLRDHUP in the same event says the server's FIN is queued behind
-        # it: the usual response-then-FIN costs one recv(), not a second one (or an
-        # EAGAIN exception) just to see the EOF.
-        data = c.buf
-        failed = 0
-        while True:
-            try:
-                chunk = sock.recv(RECV_SIZE)
-            except BlockingIOError:
-                break
-            except OSError as exc:  # ECONNRESET: judge the bytes that came before it
-                failed = exc.errno or errno.EIO
-                c.eof = True
-                break
-            if not chunk:
-                c.eof = True
-                break
-            if c.ttfb < 0:
-                c.ttfb = now
-            data = data + chunk if data else chunk
-            if len(chunk) < RECV_SIZE:
-                if ev & EPOLLRDHUP:
-                    c.eof = True
-                break
-        c.buf = data
-        if not self.http:
-            if c.eof:
-                self._finish(c, now, error_name(failed) if failed else None)
-            return
-        eof = c.eof
-        if data == self._last_ok[eof]:
-            # byte-identical to the last complete response (same server, same second for
-            # nginx's Date header): skip parsing, ~2 µs per connection
-            complete = True
-        else:
-            try:
-                complete = response_complete(data, eof) if data else False
-            except BadResponse:
-                self._finish(c, now, "BAD_RESPONSE")
-                return
-            if complete:
-                self._last_ok[eof] = data
-        if failed:
-            # a complete response followed by RST still answered the request
-            self._finish(c, now, None if complete else error_name(failed))
-            return
-        if self.close_server:
-            if c.eof:
-                self._finish(c, now, None if complete else "CLOSED_EARLY")
-            return
-        if complete:
-            self._finish(c, now, None, reset=self.close_reset)
-        elif c.eof:
-            self._finish(c, now, "CLOSED_EARLY")
-
-    def _expire(self, now: float) -> None:
-        """Fail connections older than ``timeout``.
-
-        ``conns`` is a dict keyed by fd and dicts keep insertion order; a reused fd is a
-        new insertion, so the first entry is always the oldest live connection and the
-        timeout check is a peek, not a scan or a second queue.
-        """
-        limit = self.cfg.timeout
-        conns = self.conns
-        while conns:
-            c = next(iter(conns.values()))
-            if now - c.start < limit:
-                return
-            self._finish(c, now, "ETIMEDOUT" if c.state == CONNECTING else "RESPONSE_TIMEOUT")
 
     # -- the loop --------------------------------------------------------------------
 
