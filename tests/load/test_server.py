@@ -89,16 +89,24 @@ def listen_queue(port: int) -> tuple[int, int]:
 def test_accept_delay_with_a_tiny_backlog_fills_the_accept_queue() -> None:
     cfg = ServerConfig(close="server", backlog=2, accept_delay_ms=5000, port=free_port())
     with spawn(cfg) as srv:
-        clients = []
+        # The server accepts one connection, then sleeps accept_delay: let it take this
+        # one first, so that nothing below waits on its timing (on a busy CI machine it
+        # reached accept() only after the clients' SYN retransmissions: 2, not 3).
+        clients = [socket.create_connection(("127.0.0.1", srv.port), timeout=5)]
+        deadline = time.monotonic() + 10
+        while listen_queue(srv.port)[0] > 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
         try:
-            for _ in range(8):
+            assert listen_queue(srv.port)[0] == 0, "the server never accepted"
+            for _ in range(7):
                 c = socket.socket()
                 c.setblocking(False)
                 c.connect_ex(("127.0.0.1", srv.port))
                 clients.append(c)
-            deadline = time.monotonic() + 4  # < accept delay: no second accept meanwhile
+            # loopback completes handshakes in softirq, with no retransmission needed
+            deadline = time.monotonic() + 2
             while listen_queue(srv.port)[0] < 3 and time.monotonic() < deadline:
-                time.sleep(0.05)
+                time.sleep(0.02)
             # the queue holds backlog + 1 (sk_acceptq_is_full uses ">"), the rest wait
             # in SYN_SENT for retransmissions: an accept-queue overflow
             assert listen_queue(srv.port) == (3, 2)
