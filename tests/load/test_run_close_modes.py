@@ -43,6 +43,13 @@ def test_close_mode_decides_where_time_wait_is(
     if tw_side is None:
         assert client["sockstat"]["tw"] == 0
     elif tw_side == "client":
-        assert ours == client["sockstat"]["tw"] == 100
+        # Our FIN went first; each socket enters TIME_WAIT when the server's FIN comes
+        # back.  A server slowed down by a busy machine may still be closing the last
+        # ones at the final sample: those are in FIN_WAIT2 (seen once on CI-like load).
+        closing = sum(d["states"].get(s, 0) for d in client["destinations"]
+                      if d["remote"] == "198.18.0.1:80"
+                      for s in ("TIME_WAIT", "FIN_WAIT1", "FIN_WAIT2"))
+        assert ours == client["sockstat"]["tw"] and closing == 100
+        assert ours >= 90
     else:
         assert ours == 0 and client["sockstat"]["tw"] == 100
