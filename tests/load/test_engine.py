@@ -57,6 +57,14 @@ def tw_count(filter_: str, wait_for: int = 0) -> int:
         time.sleep(0.05)
 
 
+def local_totals(cfg: LoadConfig) -> RunTotals:
+    """Run ``cfg`` in this process (:func:`run_local`); its intervals added up."""
+    totals = RunTotals()
+    for st in run_local(cfg):
+        totals.add(st)
+    return totals
+
+
 def load(port: int, **kw: object) -> dict[str, object]:
     cfg = LoadConfig(target=parse_target(f"127.0.0.1:{port}"), rate=RATE, duration=DURATION,
                      timeout=2.0, interval=INTERVAL, **kw).validate()  # type: ignore[arg-type]
@@ -154,9 +162,7 @@ def test_source_addresses_round_robin() -> None:
                      close="client", source_ips=srcs).validate()
     with spawn(ServerConfig(close="client", port=free_port())) as srv:
         cfg = cfg.replace(target=parse_target(f"127.0.0.1:{srv.port}"))
-        totals = RunTotals()
-        for st in run_local(cfg):
-            totals.add(st)
+        totals = local_totals(cfg)
         assert totals.ok == 500
         out = subprocess.run(["ss", "-Htan", "state", "time-wait", f"( dport = :{srv.port} )"],
                              capture_output=True, text=True, check=True).stdout
@@ -168,9 +174,7 @@ def test_refused_connections_are_counted_by_errno() -> None:
     port = free_port()  # nothing listens there
     cfg = LoadConfig(target=parse_target(f"127.0.0.1:{port}"), rate=200, duration=1.0,
                      timeout=1.0).validate()
-    totals = RunTotals()
-    for st in run_local(cfg):
-        totals.add(st)
+    totals = local_totals(cfg)
     js = totals.to_json()
     assert js["connections"]["attempted"] == 200 and js["connections"]["failed"] == 200
     assert js["errors"] == {"ECONNREFUSED": 200}
@@ -186,9 +190,7 @@ def test_silent_server_gives_response_timeout() -> None:
     try:
         cfg = LoadConfig(target=parse_target(f"127.0.0.1:{port}"), rate=100, duration=0.5,
                          timeout=0.3).validate()
-        totals = RunTotals()
-        for st in run_local(cfg):
-            totals.add(st)
+        totals = local_totals(cfg)
         assert totals.errors == {"RESPONSE_TIMEOUT": 50}
         assert totals.hists["connect"].get_total_count() == 50  # they did connect
     finally:
@@ -196,35 +198,18 @@ def test_silent_server_gives_response_timeout() -> None:
 
 
 def test_garbage_is_bad_response() -> None:
-    lsock = socket.socket()
-    lsock.bind(("127.0.0.1", 0))
-    lsock.listen(128)
-    port = lsock.getsockname()[1]
-    stop = threading.Event()
+    def answer(conn: socket.socket) -> None:
+        conn.sendall(b"SSH-2.0-OpenSSH_9.2\r\n")
+        conn.close()
 
-    def answer() -> None:
-        lsock.settimeout(0.1)
-        while not stop.is_set():
-            try:
-                conn, _ = lsock.accept()
-            except TimeoutError:
-                continue
-            conn.sendall(b"SSH-2.0-OpenSSH_9.2\r\n")
-            conn.close()
-
-    t = threading.Thread(target=answer, daemon=True)
-    t.start()
+    port, stop = _serve_in_thread(answer)
     try:
         cfg = LoadConfig(target=parse_target(f"127.0.0.1:{port}"), rate=20, duration=0.5,
                          timeout=1.0).validate()
-        totals = RunTotals()
-        for st in run_local(cfg):
-            totals.add(st)
+        totals = local_totals(cfg)
         assert totals.errors == {"BAD_RESPONSE": 10}
     finally:
-        stop.set()
-        t.join()
-        lsock.close()
+        stop()
 
 
 def test_error_names_come_from_errno() -> None:
@@ -268,9 +253,7 @@ def test_server_closing_at_accept_ends_tcp_server_mode_at_once() -> None:
     try:
         cfg = LoadConfig(target=parse_target(f"127.0.0.1:{port}"), rate=50, duration=0.4,
                          mode="tcp", close="server", timeout=1.0).validate()
-        totals = RunTotals()
-        for st in run_local(cfg):
-            totals.add(st)
+        totals = local_totals(cfg)
         assert (totals.ok, totals.failed) == (20, 0)
     finally:
         stop()
@@ -286,9 +269,7 @@ def test_a_banner_before_the_request_is_a_bad_response_not_a_timeout() -> None:
     try:
         cfg = LoadConfig(target=parse_target(f"127.0.0.1:{port}"), rate=50, duration=0.4,
                          timeout=1.0).validate()
-        totals = RunTotals()
-        for st in run_local(cfg):
-            totals.add(st)
+        totals = local_totals(cfg)
         assert totals.errors == {"BAD_RESPONSE": 20}
     finally:
         stop()
@@ -300,8 +281,6 @@ def test_ipv6_target_against_the_builtin_server() -> None:
     with spawn(ServerConfig(host="::1", close="client", port=free_port("::1"))) as srv:
         cfg = LoadConfig(target=parse_target(f"[::1]:{srv.port}"), rate=RATE,
                          duration=DURATION, close="client", interval=INTERVAL).validate()
-        totals = RunTotals()
-        for st in run_local(cfg):
-            totals.add(st)
+        totals = local_totals(cfg)
         assert (totals.ok, totals.failed) == (N, 0)
         assert tw_count(f"dport = :{srv.port}") == N  # client closed first, over IPv6
