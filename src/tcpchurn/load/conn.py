@@ -15,10 +15,17 @@ import select
 import socket
 import struct
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from tcpchurn.load.config import LoadConfig
 from tcpchurn.load.http import BadResponse, response_complete
 from tcpchurn.load.stats import LATE_S, MISSING, Recorder
+
+if TYPE_CHECKING:
+    from tcpchurn.load._pump import Export, Pump
+
+# _pump.ACT_*: what the C path asks of a connection it hands over (_pump.c)
+ACT_EVENT, ACT_FAIL, ACT_JUDGE, ACT_EXPIRE = 0, 1, 2, 3
 
 # include/uapi/linux/in.h; socket.IP_BIND_ADDRESS_NO_PORT exists on 3.11 builds for Linux
 IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
@@ -84,6 +91,7 @@ class Connections:
     close_reset: bool
     request: bytes
     _last_ok: dict[bool, bytes]
+    pump: Pump | None
 
     # -- one connection --------------------------------------------------------------
 
@@ -223,6 +231,16 @@ class Connections:
                     c.eof = True
                 break
         c.buf = data
+        self._judge(c, now, failed)
+
+    def _judge(self, c: Conn, now: float, failed: int) -> None:
+        """Decide on what ``c`` has read (``c.buf``, ``c.eof``; ``failed``: a recv() errno).
+
+        The one place where a response is found complete, bad or cut short, for both
+        paths: the C path (_pump.c) hands over every response that is not byte-identical
+        to the last one judged complete here.
+        """
+        data = c.buf
         if not self.http:
             if c.eof:
                 self._finish(c, now, error_name(failed) if failed else None)
@@ -240,6 +258,8 @@ class Connections:
                 return
             if complete:
                 self._last_ok[eof] = data
+                if self.pump is not None:
+                    self.pump.set_ok(eof, data)
         if failed:
             # a complete response followed by RST still answered the request
             self._finish(c, now, None if complete else error_name(failed))
@@ -253,6 +273,24 @@ class Connections:
         elif c.eof:
             self._finish(c, now, "CLOSED_EARLY")
 
+    def _adopt(self, x: Export, now: float) -> None:
+        """Take over a connection that the C path hands over, and do what it asks."""
+        fd, ev, action, err, state, sched, start, conn_t, ttfb, buf, eof = x
+        sock = _socket.socket(self.af, SOCK_STREAM_NONBLOCK, 0, fd)  # no syscall
+        c = Conn(sock, fd, sched, start, conn_t, state)
+        c.ttfb = ttfb
+        c.buf = buf
+        c.eof = eof
+        self.conns[fd] = c
+        if action == ACT_JUDGE:
+            self._judge(c, now, err)
+        elif action == ACT_EVENT:
+            self._event(c, ev, now)
+        elif action == ACT_FAIL:
+            self._finish(c, now, error_name(err))
+        else:  # ACT_EXPIRE
+            self._finish(c, now, "ETIMEDOUT" if state == CONNECTING else "RESPONSE_TIMEOUT")
+
     def _expire(self, now: float) -> None:
         """Fail connections older than ``timeout``.
 
@@ -262,6 +300,15 @@ class Connections:
         """
         limit = self.cfg.timeout
         conns = self.conns
+        if self.pump is not None:
+            # the C path keeps its own in start order; what it handed over here is few
+            # and joined in any order: look at all of it
+            for x in self.pump.expire(now, limit):
+                self._adopt(x, now)
+            for c in [c for c in conns.values() if now - c.start >= limit]:
+                self._finish(c, now,
+                             "ETIMEDOUT" if c.state == CONNECTING else "RESPONSE_TIMEOUT")
+            return
         while conns:
             c = next(iter(conns.values()))
             if now - c.start < limit:

@@ -29,6 +29,7 @@ import os
 import select
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from tcpchurn.load.config import LoadConfig
 from tcpchurn.load.conn import DONE, EPOLLIN, Conn, Connections
@@ -36,10 +37,14 @@ from tcpchurn.load.conn import error_name as error_name  # re-exported (tests, c
 from tcpchurn.load.http import build_request
 from tcpchurn.load.process import raise_nofile as raise_nofile  # re-exported (runner.py)
 from tcpchurn.load.process import tuned_for_load
+from tcpchurn.load.pump import CLOSE_MODES, engine_kind
 from tcpchurn.load.schedule import INF, Schedule
 from tcpchurn.load.stats import LATE_S as LATE_S  # re-exported: the lag that makes "late"
 from tcpchurn.load.stats import IntervalStats, Recorder
 from tcpchurn.load.timerfd import Timer
+
+if TYPE_CHECKING:
+    from tcpchurn.load._pump import Pump
 
 BATCH = 32  # connections started per loop turn before I/O is served again
 #: events served per poll before the due connections are started again (edge-triggered:
@@ -124,6 +129,10 @@ class Engine(Connections):
         self.close_server = cfg.close == "server"
         self.close_reset = cfg.close == "reset"
         self.request = build_request(target, keep_alive=cfg.close != "server")
+        #: "c": connections run through the C hot path (_pump.c, made in run()); "python":
+        #: all of them through conn.py (pump.py says when)
+        self.kind = engine_kind(cfg, clock)
+        self.pump: Pump | None = None
         # the last response found complete, by whether the server had closed (an
         # until-EOF body is complete only then)
         self._last_ok: dict[bool, bytes] = {False: b"\0", True: b"\0"}
@@ -159,6 +168,12 @@ class Engine(Connections):
         ep.register(timer.fd, EPOLLIN)
         if self.control_fd is not None:
             ep.register(self.control_fd, EPOLLIN)
+        if self.kind == "c":
+            from tcpchurn.load._pump import Pump
+
+            self.pump = Pump(ep.fileno(), self.af, self.cfg.target.sockaddr,
+                             [(ip, 0) for ip in self.sources], self.request,
+                             CLOSE_MODES[self.cfg.close], self.start_at, LATE_S, MAX_EVENTS)
         try:
             with tuned_for_load():  # RLIMIT_NOFILE, timer slack, no GC pauses
                 self._loop(ep, timer)
@@ -177,6 +192,9 @@ class Engine(Connections):
         conns = self.conns
         rec = self.rec
         start = self._start
+        pump = self.pump
+        pump_start = pump.start if pump is not None else None
+        fail_early = self._fail_early
         advance = sched.advance
         max_inflight = self.max_inflight
         # a due connection this late is skipped: starting it would measure our backlog
@@ -208,18 +226,26 @@ class Engine(Connections):
                 # now is skipped (counted), not started late after the end
                 nxt = self._skip_rest()
             started = 0
+            inflight = len(conns) if pump is None else len(conns) + pump.live
             while nxt <= now and started < BATCH:
-                if len(conns) >= max_inflight or now - nxt > skip_lag:
+                if inflight >= max_inflight or now - nxt > skip_lag:
                     rec.skipped += 1
+                elif pump_start is not None:
+                    err = pump_start(sched.next_seq, nxt, now)
+                    if err:
+                        fail_early(err, nxt, now)
+                    else:
+                        inflight += 1
                 else:
                     start(sched.next_seq, nxt, now, ep)
+                    inflight = len(conns)
                 started += 1
                 nxt = advance()
-            if conns:
+            if inflight:
                 self._expire(now)
             if len(rec.done) >= FOLD_MAX:
                 rec.fold()  # never idle (saturated): bound the stall and the memory
-            if nxt == INF and (not conns or now >= drain_until):
+            if nxt == INF and (not self._inflight() or now >= drain_until):
                 self._abandon()
                 self._emit(k, t0, end_t)
                 return
@@ -228,7 +254,12 @@ class Engine(Connections):
             else:
                 wake = min(nxt, t1 if t1 < end_t else INF, drain_until)
                 if conns:
-                    wake = min(wake, next(iter(conns.values())).start + timeout)
+                    # the oldest first (dict order), but for what the C path handed over
+                    oldest = (next(iter(conns.values())).start if pump is None
+                              else min(c.start for c in conns.values()))
+                    wake = min(wake, oldest + timeout)
+                if pump is not None and pump.live:
+                    wake = min(wake, pump.oldest + timeout)
                 wake = on_grid(wake)
                 wait = wake - now
                 if wait > FOLD_IDLE_S and len(rec.done) >= FOLD_MIN:
@@ -249,12 +280,22 @@ class Engine(Connections):
         self.rec.skipped += n
         return INF
 
+    def _inflight(self) -> int:
+        return len(self.conns) + (self.pump.live if self.pump is not None else 0)
+
     def _poll(self, ep: select.epoll, timer: Timer, wait: float) -> None:
         # the timer fd, armed for any finite wait, does the wake-up: a poll timeout too
         # would start and cancel a second hrtimer per sleep
         timeout = 0.0 if wait <= 0 else -1.0
-        events = ep.poll(timeout, MAX_EVENTS)
-        now = self.clock() - self.start_at
+        pump = self.pump
+        if pump is not None:
+            # the C path serves its own connections' events and returns the rest
+            now, events, exports = pump.poll(timeout, MAX_EVENTS)
+            for x in exports:
+                self._adopt(x, now)
+        else:
+            events = ep.poll(timeout, MAX_EVENTS)
+            now = self.clock() - self.start_at
         get = self.conns.get
         event = self._event
         for fd, ev in events:
@@ -265,6 +306,18 @@ class Engine(Connections):
                 timer.clear()
             elif fd == self.control_fd:
                 self._control()
+        if pump is not None and pump.pending:
+            self._take()
+
+    def _take(self) -> None:
+        """Move what the C path recorded into the recorder (rows in the same layout)."""
+        assert self.pump is not None
+        rows, ok, attempted, late = self.pump.take()
+        rec = self.rec
+        rec.done.frombytes(rows)
+        rec.ok += ok
+        rec.attempted += attempted
+        rec.late += late
 
     def _control(self) -> None:
         assert self.control_fd is not None
@@ -280,6 +333,8 @@ class Engine(Connections):
 
     def _abandon(self) -> None:
         """Close what is still open (stop or exit) without counting it as failed."""
+        if self.pump is not None:
+            self.pump.abandon()
         for c in list(self.conns.values()):
             c.state = DONE
             c.sock.close()
@@ -287,7 +342,9 @@ class Engine(Connections):
 
     def _emit(self, k: int, t0: float, t1: float) -> None:
         target = self.sched.expected(t0, t1)
-        st = self.rec.flush(k, t0, t1 - t0, target, len(self.conns))
+        if self.pump is not None:
+            self._take()
+        st = self.rec.flush(k, t0, t1 - t0, target, self._inflight())
         self.emit(st)
         if self.recycle:
             self.rec.recycle(st.hists)

@@ -1,0 +1,572 @@
+/*
+ * tcpchurn.load._pump: the engine's per-connection hot path in C.
+ *
+ * Why C: on a 2-core machine the generator and the server share the CPU, so every
+ * microsecond the generator spends per connection is taken from the server.  The
+ * pure-Python engine (conn.py) spends ~6 us of user CPU per connection, of which a
+ * minimal Python loop with the same syscalls still needs ~3.8 us (socket objects,
+ * argument parsing, the GIL dropped and taken around every syscall); wrk spends ~1.6 us.
+ * Against nginx on loopback that gap alone is the difference between 0.84-0.94 of wrk's
+ * rate and more than wrk's (bench/ceiling.py; docs/run.md "Keeping the schedule").
+ *
+ * What is here is ONLY the common path of an HTTP connection: socket, [bind], connect,
+ * send, register with the engine's epoll (edge-triggered, one registration), recv, and,
+ * when the bytes equal the last response that the Python code judged complete, close and
+ * record the five timestamps.  Everything else -- an error, a response that differs, a
+ * timeout -- is *exported*: the connection, with what it has read, is handed to the
+ * Python engine (conn.py), which stays the one place where responses are judged and
+ * errors named, and which owns the connection from then on.  So the two engines cannot
+ * disagree on a verdict; tests run both against the same servers.
+ *
+ * The syscall sequence is conn.py's (see its comments for the kernel reasons):
+ * socket(NONBLOCK), [setsockopt(IP_BIND_ADDRESS_NO_PORT), bind], connect, send (on
+ * loopback the handshake is done inside connect()), epoll_ctl(ADD, IN|RDHUP|ET), one
+ * recv when the response and the FIN came together, close.
+ *
+ * Single-threaded by design (one engine per worker process): the GIL is held except
+ * around the blocking epoll_wait.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <math.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef IP_BIND_ADDRESS_NO_PORT
+#define IP_BIND_ADDRESS_NO_PORT 24 /* include/uapi/linux/in.h, Linux 4.2 */
+#endif
+
+/* conn.py's states; FREE: the slot holds no connection of ours */
+#define CONNECTING 0
+#define READING 1
+#define FREE (-1)
+
+/* what the Python engine must do with an exported connection (engine.py) */
+#define ACT_EVENT 0  /* serve this epoll event as conn.py would: nothing was done with it */
+#define ACT_FAIL 1   /* finish it with error `err` (send() failed after the connect) */
+#define ACT_JUDGE 2  /* judge what was read (buf, eof; `err` a recv() error or 0) */
+#define ACT_EXPIRE 3 /* it outlived --timeout */
+
+#define CLOSE_SERVER 0
+#define CLOSE_CLIENT 1
+#define CLOSE_RESET 2
+
+#define RECV_SIZE 65536
+#define KEEP_BUF 4096 /* a slot keeps a buffer this small for the next connection */
+#define MISSING (-1.0)
+
+typedef struct {
+    double sched, start, conn_t, ttfb;
+    char *buf;
+    Py_ssize_t len, cap;
+    int state;
+    int eof;
+    int prev, next; /* the live list in start order (fds; -1: none) */
+} Conn;
+
+typedef struct {
+    PyObject_HEAD
+    int epfd;
+    int af;
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    struct sockaddr_storage *sources;
+    socklen_t *srclens;
+    Py_ssize_t nsources;
+    char *req;
+    Py_ssize_t reqlen;
+    int close_mode;
+    double start_at;
+    PyObject *ok[2]; /* bytes: the last complete response, without / with the FIN */
+    Conn *conns;
+    int cap;
+    int head, tail, live;
+    double *rows;
+    Py_ssize_t nrows, rowcap; /* rows of five doubles */
+    long long attempted, late, ok_count;
+    double late_s;
+    char *rbuf;
+    struct epoll_event *events;
+    int maxevents;
+} Pump;
+
+static double mono(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts); /* what time.monotonic() reads */
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static int parse_addr(PyObject *tuple, int af, struct sockaddr_storage *out, socklen_t *len) {
+    const char *host;
+    int port;
+    if (!PyArg_ParseTuple(tuple, "si", &host, &port)) return -1;
+    memset(out, 0, sizeof *out);
+    if (af == AF_INET) {
+        struct sockaddr_in *sa = (struct sockaddr_in *)out;
+        sa->sin_family = AF_INET;
+        sa->sin_port = htons((uint16_t)port);
+        if (inet_pton(AF_INET, host, &sa->sin_addr) != 1) goto bad;
+        *len = sizeof *sa;
+    } else {
+        struct sockaddr_in6 *sa = (struct sockaddr_in6 *)out;
+        sa->sin6_family = AF_INET6;
+        sa->sin6_port = htons((uint16_t)port);
+        if (inet_pton(AF_INET6, host, &sa->sin6_addr) != 1) goto bad;
+        *len = sizeof *sa;
+    }
+    return 0;
+bad:
+    PyErr_Format(PyExc_ValueError, "not an IPv%d literal: %s", af == AF_INET ? 4 : 6, host);
+    return -1;
+}
+
+static void Pump_dealloc(Pump *self) {
+    if (self->conns) {
+        for (int fd = 0; fd < self->cap; fd++) free(self->conns[fd].buf);
+        free(self->conns);
+    }
+    free(self->sources);
+    free(self->srclens);
+    free(self->req);
+    free(self->rows);
+    free(self->rbuf);
+    free(self->events);
+    Py_XDECREF(self->ok[0]);
+    Py_XDECREF(self->ok[1]);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int Pump_init(Pump *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"epfd", "af", "addr", "sources", "request", "close_mode",
+                             "start_at", "late_s", "maxevents", NULL};
+    PyObject *addr, *sources;
+    Py_buffer req;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iiOOy*iddi", kwlist, &self->epfd, &self->af,
+                                     &addr, &sources, &req, &self->close_mode,
+                                     &self->start_at, &self->late_s, &self->maxevents))
+        return -1;
+    self->req = malloc((size_t)req.len);
+    if (!self->req) {
+        PyBuffer_Release(&req);
+        PyErr_NoMemory();
+        return -1;
+    }
+    memcpy(self->req, req.buf, (size_t)req.len);
+    self->reqlen = req.len;
+    PyBuffer_Release(&req);
+    if (parse_addr(addr, self->af, &self->addr, &self->addrlen) < 0) return -1;
+    PyObject *seq = PySequence_Fast(sources, "sources must be a sequence of (ip, 0)");
+    if (!seq) return -1;
+    self->nsources = PySequence_Fast_GET_SIZE(seq);
+    if (self->nsources) {
+        self->sources = calloc((size_t)self->nsources, sizeof *self->sources);
+        self->srclens = calloc((size_t)self->nsources, sizeof *self->srclens);
+        if (!self->sources || !self->srclens) {
+            Py_DECREF(seq);
+            PyErr_NoMemory();
+            return -1;
+        }
+        for (Py_ssize_t i = 0; i < self->nsources; i++) {
+            if (parse_addr(PySequence_Fast_GET_ITEM(seq, i), self->af, &self->sources[i],
+                           &self->srclens[i]) < 0) {
+                Py_DECREF(seq);
+                return -1;
+            }
+        }
+    }
+    Py_DECREF(seq);
+    self->ok[0] = PyBytes_FromStringAndSize("\0", 1); /* matches no response */
+    self->ok[1] = PyBytes_FromStringAndSize("\0", 1);
+    self->rbuf = malloc(RECV_SIZE);
+    if (self->maxevents < 1) self->maxevents = 1;
+    self->events = calloc((size_t)self->maxevents, sizeof *self->events);
+    if (!self->ok[0] || !self->ok[1] || !self->rbuf || !self->events) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    self->head = self->tail = -1;
+    return 0;
+}
+
+static int grow_conns(Pump *self, int fd) {
+    if (fd < self->cap) return 0;
+    int cap = self->cap ? self->cap : 1024;
+    while (cap <= fd) cap *= 2;
+    Conn *c = realloc(self->conns, (size_t)cap * sizeof *c);
+    if (!c) return -1;
+    for (int i = self->cap; i < cap; i++) {
+        memset(&c[i], 0, sizeof c[i]);
+        c[i].state = FREE;
+        c[i].prev = c[i].next = -1;
+    }
+    self->conns = c;
+    self->cap = cap;
+    return 0;
+}
+
+static void link_tail(Pump *self, int fd) {
+    Conn *c = &self->conns[fd];
+    c->prev = self->tail;
+    c->next = -1;
+    if (self->tail >= 0) self->conns[self->tail].next = fd;
+    else self->head = fd;
+    self->tail = fd;
+    self->live++;
+}
+
+/* forget the connection in slot fd (the fd itself is closed or handed over) */
+static void release(Pump *self, int fd) {
+    Conn *c = &self->conns[fd];
+    if (c->prev >= 0) self->conns[c->prev].next = c->next;
+    else self->head = c->next;
+    if (c->next >= 0) self->conns[c->next].prev = c->prev;
+    else self->tail = c->prev;
+    c->prev = c->next = -1;
+    c->state = FREE;
+    c->len = 0;
+    if (c->cap > KEEP_BUF) {
+        free(c->buf);
+        c->buf = NULL;
+        c->cap = 0;
+    }
+    self->live--;
+}
+
+static int add_row(Pump *self, double a, double b, double c, double d, double e) {
+    if (self->nrows == self->rowcap) {
+        Py_ssize_t cap = self->rowcap ? self->rowcap * 2 : 4096;
+        double *r = realloc(self->rows, (size_t)cap * 5 * sizeof *r);
+        if (!r) return -1;
+        self->rows = r;
+        self->rowcap = cap;
+    }
+    double *r = self->rows + self->nrows * 5;
+    r[0] = a; r[1] = b; r[2] = c; r[3] = d; r[4] = e;
+    self->nrows++;
+    return 0;
+}
+
+/* Pump.start(seq, sched, now) -> 0, or the errno that failed it before any event */
+static PyObject *Pump_start(Pump *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "start(seq, sched, now)");
+        return NULL;
+    }
+    long long seq = PyLong_AsLongLong(args[0]);
+    double sched = PyFloat_AsDouble(args[1]);
+    double now = PyFloat_AsDouble(args[2]);
+    if (PyErr_Occurred()) return NULL;
+    self->attempted++;
+    if (now - sched > self->late_s) self->late++;
+    int fd = socket(self->af, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    if (fd < 0) return PyLong_FromLong(errno); /* EMFILE, ENFILE, ENOBUFS */
+    int err;
+    if (self->nsources) {
+        /* defer the port to connect(), where the 4-tuple is known (conn.py, KERNEL.md §C) */
+        int one = 1;
+        Py_ssize_t i = (Py_ssize_t)(seq % self->nsources);
+        if (setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one) < 0 ||
+            bind(fd, (struct sockaddr *)&self->sources[i], self->srclens[i]) < 0)
+            goto fail;
+    }
+    int state = CONNECTING;
+    double conn_t = MISSING;
+    if (connect(fd, (struct sockaddr *)&self->addr, self->addrlen) < 0 && errno != EINPROGRESS)
+        goto fail;
+    /* send now: on loopback connect() returns with the handshake done; EAGAIN (or
+       ENOTCONN) means SYN_SENT: wait for EPOLLOUT */
+    if (send(fd, self->req, (size_t)self->reqlen, MSG_NOSIGNAL) >= 0) {
+        conn_t = mono() - self->start_at;
+        state = READING;
+    } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != ENOTCONN) {
+        goto fail;
+    }
+    struct epoll_event ev;
+    ev.events = EPOLLIN | EPOLLRDHUP | EPOLLET | (state == CONNECTING ? EPOLLOUT : 0);
+    ev.data.fd = fd;
+    if (epoll_ctl(self->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) goto fail; /* ENOSPC, ENOMEM */
+    if (grow_conns(self, fd) < 0) {
+        close(fd);
+        return PyErr_NoMemory();
+    }
+    Conn *c = &self->conns[fd];
+    c->sched = sched;
+    c->start = now;
+    c->conn_t = conn_t;
+    c->ttfb = MISSING;
+    c->len = 0;
+    c->eof = 0;
+    c->state = state;
+    link_tail(self, fd);
+    return PyLong_FromLong(0);
+fail:
+    err = errno;
+    close(fd);
+    return PyLong_FromLong(err);
+}
+
+/* (fd, ev, action, err, state, sched, start, conn_t, ttfb, buf, eof); the slot is freed,
+   the fd stays open and registered: the Python engine owns it now */
+static int export(Pump *self, PyObject *list, int fd, uint32_t ev, int action, int err) {
+    Conn *c = &self->conns[fd];
+    PyObject *t = Py_BuildValue("(iIiiiddddy#O)", fd, ev, action, err, c->state, c->sched,
+                                c->start, c->conn_t, c->ttfb, c->buf ? c->buf : "",
+                                c->len, c->eof ? Py_True : Py_False);
+    if (!t) return -1;
+    int rc = PyList_Append(list, t);
+    Py_DECREF(t);
+    release(self, fd);
+    return rc;
+}
+
+static int finish_ok(Pump *self, int fd, double now, int reset) {
+    Conn *c = &self->conns[fd];
+    if (reset) {
+        /* SO_LINGER {1, 0}: close() sends RST, no TIME_WAIT (tcp_close -> tcp_disconnect) */
+        struct linger lg = {1, 0};
+        setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    }
+    close(fd); /* also removes it from the epoll set */
+    self->ok_count++;
+    int rc = add_row(self, c->sched, c->start, c->conn_t, c->ttfb, now);
+    release(self, fd);
+    return rc;
+}
+
+static int append_buf(Conn *c, const char *data, Py_ssize_t n) {
+    if (c->len + n > c->cap) {
+        Py_ssize_t cap = c->cap ? c->cap : 1024;
+        while (cap < c->len + n) cap *= 2;
+        char *b = realloc(c->buf, (size_t)cap);
+        if (!b) return -1;
+        c->buf = b;
+        c->cap = cap;
+    }
+    memcpy(c->buf + c->len, data, (size_t)n);
+    c->len += n;
+    return 0;
+}
+
+static int matches(PyObject *ok, Conn *c) {
+    return PyBytes_GET_SIZE(ok) == c->len && c->len &&
+           memcmp(PyBytes_AS_STRING(ok), c->buf, (size_t)c->len) == 0;
+}
+
+/* serve one event of a connection of ours; -1 on a Python error */
+static int serve(Pump *self, int fd, uint32_t ev, double now, PyObject *exports) {
+    Conn *c = &self->conns[fd];
+    if (c->state == CONNECTING) {
+        if (ev & (EPOLLERR | EPOLLHUP)) return export(self, exports, fd, ev, ACT_EVENT, 0);
+        c->conn_t = now;
+        if (send(fd, self->req, (size_t)self->reqlen, MSG_NOSIGNAL) < 0)
+            return export(self, exports, fd, ev, ACT_FAIL, errno);
+        c->state = READING;
+        if (!(ev & (EPOLLIN | EPOLLRDHUP))) return 0; /* the response raises a new edge */
+    }
+    /* read what is queued: a short recv() took all of it, and EPOLLRDHUP in the same
+       event says the FIN is behind it (conn.py, _event) */
+    int failed = 0, got = 0;
+    for (;;) {
+        ssize_t n = recv(fd, self->rbuf, RECV_SIZE, 0);
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+            if (errno == EINTR) continue;
+            failed = errno;
+            c->eof = 1;
+            got = 1;
+            break;
+        }
+        got = 1;
+        if (n == 0) {
+            c->eof = 1;
+            break;
+        }
+        if (c->ttfb < 0) c->ttfb = now;
+        if (append_buf(c, self->rbuf, n) < 0) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        if (n < RECV_SIZE) {
+            if (ev & EPOLLRDHUP) c->eof = 1;
+            break;
+        }
+    }
+    if (!got) return 0;
+    if (!failed && matches(self->ok[c->eof], c)) {
+        if (self->close_mode != CLOSE_SERVER) return finish_ok(self, fd, now,
+                                                               self->close_mode == CLOSE_RESET);
+        if (c->eof) return finish_ok(self, fd, now, 0);
+        return 0; /* complete; the server's FIN will raise the next edge */
+    }
+    return export(self, exports, fd, ev, ACT_JUDGE, failed);
+}
+
+/* Pump.poll(timeout, maxevents) -> (now, others, exports).  timeout < 0 blocks, 0 does
+   not.  others: (fd, events) that are not ours (the timer, the control pipe, connections
+   the Python engine owns); exports: see export(). */
+static PyObject *Pump_poll(Pump *self, PyObject *args) {
+    double timeout;
+    int maxevents;
+    if (!PyArg_ParseTuple(args, "di", &timeout, &maxevents)) return NULL;
+    if (maxevents > self->maxevents) maxevents = self->maxevents;
+    int ms = timeout < 0 ? -1 : (int)ceil(timeout * 1000.0);
+    int n;
+    if (ms == 0) {
+        n = epoll_wait(self->epfd, self->events, maxevents, 0);
+    } else {
+        Py_BEGIN_ALLOW_THREADS
+        n = epoll_wait(self->epfd, self->events, maxevents, ms);
+        Py_END_ALLOW_THREADS
+    }
+    if (n < 0) {
+        if (errno != EINTR) return PyErr_SetFromErrno(PyExc_OSError);
+        if (PyErr_CheckSignals() < 0) return NULL; /* a handler raised */
+        n = 0; /* a handler ran (stop()?): let the loop look */
+    }
+    double now = mono() - self->start_at;
+    PyObject *others = PyList_New(0), *exports = PyList_New(0);
+    if (!others || !exports) goto error;
+    for (int i = 0; i < n; i++) {
+        int fd = self->events[i].data.fd;
+        uint32_t ev = self->events[i].events;
+        if (fd < self->cap && self->conns[fd].state != FREE) {
+            if (serve(self, fd, ev, now, exports) < 0) goto error;
+        } else {
+            PyObject *t = Py_BuildValue("(iI)", fd, ev);
+            if (!t || PyList_Append(others, t) < 0) {
+                Py_XDECREF(t);
+                goto error;
+            }
+            Py_DECREF(t);
+        }
+    }
+    return Py_BuildValue("(dNN)", now, others, exports);
+error:
+    Py_XDECREF(others);
+    Py_XDECREF(exports);
+    return NULL;
+}
+
+/* Pump.expire(now, limit) -> exports (ACT_EXPIRE) of connections started limit ago */
+static PyObject *Pump_expire(Pump *self, PyObject *args) {
+    double now, limit;
+    if (!PyArg_ParseTuple(args, "dd", &now, &limit)) return NULL;
+    PyObject *exports = PyList_New(0);
+    if (!exports) return NULL;
+    while (self->head >= 0 && now - self->conns[self->head].start >= limit) {
+        if (export(self, exports, self->head, 0, ACT_EXPIRE, 0) < 0) {
+            Py_DECREF(exports);
+            return NULL;
+        }
+    }
+    return exports;
+}
+
+/* Pump.set_ok(eof, data): the response the Python engine just judged complete */
+static PyObject *Pump_set_ok(Pump *self, PyObject *args) {
+    int eof;
+    PyObject *data;
+    if (!PyArg_ParseTuple(args, "pS", &eof, &data)) return NULL;
+    Py_INCREF(data);
+    Py_SETREF(self->ok[eof], data);
+    Py_RETURN_NONE;
+}
+
+/* Pump.take() -> (rows, ok, attempted, late): what was recorded since the last take;
+   rows: native doubles, five per finished connection (stats.Recorder.done's layout) */
+static PyObject *Pump_take(Pump *self, PyObject *Py_UNUSED(ignored)) {
+    PyObject *rows = PyBytes_FromStringAndSize((const char *)self->rows,
+                                               self->nrows * 5 * (Py_ssize_t)sizeof(double));
+    if (!rows) return NULL;
+    PyObject *out = Py_BuildValue("(NLLL)", rows, self->ok_count, self->attempted, self->late);
+    self->nrows = 0;
+    self->ok_count = self->attempted = self->late = 0;
+    return out;
+}
+
+/* Pump.abandon(): close every connection of ours (stop, exit), counting nothing */
+static PyObject *Pump_abandon(Pump *self, PyObject *Py_UNUSED(ignored)) {
+    while (self->head >= 0) {
+        int fd = self->head;
+        close(fd);
+        release(self, fd);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *Pump_get_live(Pump *self, void *Py_UNUSED(closure)) {
+    return PyLong_FromLong(self->live);
+}
+
+static PyObject *Pump_get_oldest(Pump *self, void *Py_UNUSED(closure)) {
+    return PyFloat_FromDouble(self->head >= 0 ? self->conns[self->head].start : INFINITY);
+}
+
+static PyObject *Pump_get_pending(Pump *self, void *Py_UNUSED(closure)) {
+    return PyLong_FromSsize_t(self->nrows);
+}
+
+static PyMethodDef Pump_methods[] = {
+    {"start", (PyCFunction)(void (*)(void))Pump_start, METH_FASTCALL,
+     "start(seq, sched, now) -> 0 or the errno that failed the connection"},
+    {"poll", (PyCFunction)Pump_poll, METH_VARARGS,
+     "poll(timeout, maxevents) -> (now, others, exports)"},
+    {"expire", (PyCFunction)Pump_expire, METH_VARARGS, "expire(now, limit) -> exports"},
+    {"set_ok", (PyCFunction)Pump_set_ok, METH_VARARGS, "set_ok(eof, data)"},
+    {"take", (PyCFunction)Pump_take, METH_NOARGS, "take() -> (rows, ok, attempted, late)"},
+    {"abandon", (PyCFunction)Pump_abandon, METH_NOARGS, "close every connection of ours"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef Pump_getset[] = {
+    {"live", (getter)Pump_get_live, NULL, "connections in flight here", NULL},
+    {"oldest", (getter)Pump_get_oldest, NULL, "start of the oldest one (inf: none)", NULL},
+    {"pending", (getter)Pump_get_pending, NULL, "finished connections not yet taken", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject PumpType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "tcpchurn.load._pump.Pump",
+    .tp_basicsize = sizeof(Pump),
+    .tp_dealloc = (destructor)Pump_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "The per-connection hot path of one engine (see the module's source).",
+    .tp_methods = Pump_methods,
+    .tp_getset = Pump_getset,
+    .tp_init = (initproc)Pump_init,
+    .tp_new = PyType_GenericNew,
+};
+
+static struct PyModuleDef pumpmodule = {
+    PyModuleDef_HEAD_INIT, "_pump", "The engine's per-connection hot path in C.", -1, NULL,
+    NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__pump(void) {
+    if (PyType_Ready(&PumpType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&pumpmodule);
+    if (!m) return NULL;
+    Py_INCREF(&PumpType);
+    if (PyModule_AddObject(m, "Pump", (PyObject *)&PumpType) < 0 ||
+        PyModule_AddIntConstant(m, "ACT_EVENT", ACT_EVENT) < 0 ||
+        PyModule_AddIntConstant(m, "ACT_FAIL", ACT_FAIL) < 0 ||
+        PyModule_AddIntConstant(m, "ACT_JUDGE", ACT_JUDGE) < 0 ||
+        PyModule_AddIntConstant(m, "ACT_EXPIRE", ACT_EXPIRE) < 0 ||
+        PyModule_AddIntConstant(m, "CLOSE_SERVER", CLOSE_SERVER) < 0 ||
+        PyModule_AddIntConstant(m, "CLOSE_CLIENT", CLOSE_CLIENT) < 0 ||
+        PyModule_AddIntConstant(m, "CLOSE_RESET", CLOSE_RESET) < 0) {
+        Py_DECREF(&PumpType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
