@@ -303,6 +303,7 @@ def run(
     fails half-way (the error is re-raised after).  Usage and target errors found before
     the load starts raise before any file is created.
     """
+    from tcpchurn.load.pump import engine_kind
     from tcpchurn.load.stats import RunTotals
     from tcpchurn.load.workers import WorkerPool
 
@@ -315,6 +316,8 @@ def run(
     with ExitStack() as stack:
         prep = _prepare(cfg, stack, on_start)
         load, client, server = prep.load, prep.client, prep.server
+        # before any worker starts: a TCPCHURN_ENGINE that cannot be had is a usage error
+        prep.environment["engine"] = engine_kind(load)
         writer = stack.enter_context(_open_timeline(cfg.out_dir))
         pool = WorkerPool(load)
         stack.callback(pool.close)

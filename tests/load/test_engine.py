@@ -25,6 +25,9 @@ from tcpchurn.load.stats import RunTotals
 from tcpchurn.server import ServerConfig, spawn
 from tests.load.nginx_helper import free_port, running_nginx
 
+# every test here runs through both engines (conftest.py)
+pytestmark = pytest.mark.usefixtures("engine")
+
 RATE, DURATION, INTERVAL = 1000.0, 1.0, 0.5
 N = int(RATE * DURATION)
 

@@ -16,6 +16,9 @@ import pytest
 from tests.conftest import sh
 from tests.load.runhelp import consistent, misbehaving, run_tcpchurn
 
+# every test here runs through both engines (conftest.py)
+pytestmark = pytest.mark.usefixtures("engine")
+
 
 def _only_error(name: str, summary: dict[str, object]) -> None:
     errors = summary["errors"]

@@ -18,7 +18,11 @@ from its *scheduled* time as well as from its actual start (stats.py).
 
 What one connection does (open, serve its events, close, record, time out) is in
 conn.py, whose handlers :class:`Engine` inherits; errors are named there, at ONE place,
-:func:`error_name` (docs/schema.md §7).
+:func:`error_name` (docs/schema.md §7).  For ``--mode http`` the plain path of each
+connection runs in C (_pump.c, which owns the epoll set's connections and returns the
+rest of the events), for the ~3 µs of user CPU per connection that Python cannot shed
+and the server on the same cores needs (docs/run.md "The C hot path"); whatever is not
+plainly fine is handed to conn.py.  The schedule, the intervals and the stats stay here.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ import os
 import time
 from collections.abc import Callable
 
+from tcpchurn.errors import BadValue
 from tcpchurn.load.config import LoadConfig
 
 try:
@@ -30,16 +31,19 @@ CLOSE_MODES = {"server": 0, "client": 1, "reset": 2}  # _pump.CLOSE_*
 def engine_kind(cfg: LoadConfig, clock: Callable[[], float] = time.monotonic) -> str:
     """``"c"`` or ``"python"``: which path an engine for ``cfg`` takes (see the module).
 
-    >>> # engine_kind(cfg) -> 'c' after a normal install, for --mode http
+    Raises :class:`BadValue` for a ``TCPCHURN_ENGINE`` that is unknown, or ``c`` where
+    the C path cannot run.
     """
     wanted = os.environ.get(ENV, "auto")
-    if wanted == "python" or _pump is None or cfg.mode != "http" or clock is not time.monotonic:
-        if wanted == "c":
-            raise RuntimeError(f"{ENV}=c but the C path cannot run here: "
-                               + ("it was not built (no C compiler at install?)"
-                                  if _pump is None else "it needs --mode http and the real clock"))
-        return "python"
-    return "c"
+    if wanted not in ("auto", "c", "python"):
+        raise BadValue(ENV, wanted, "use auto, c or python")
+    why_not = ("it was not built (pip install needs a C compiler; reinstall with gcc)"
+               if _pump is None else
+               "it serves --mode http only" if cfg.mode != "http" else
+               "it runs on the real clock only" if clock is not time.monotonic else "")
+    if wanted == "c" and why_not:
+        raise BadValue(ENV, wanted, f"the C path cannot run: {why_not}")
+    return "python" if why_not or wanted == "python" else "c"
 
 
 def available() -> bool:

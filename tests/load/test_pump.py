@@ -1,0 +1,188 @@
+"""The C hot path (``_pump.c``): when it is taken, and how it hands connections over.
+
+It serves only what is plainly fine -- bytes identical to the last response that
+conn.py judged complete -- and hands everything else to conn.py with what it has read.
+These tests make it hand over on purpose (a response in two parts, responses that keep
+changing, a keep-alive server) against real sockets on loopback, and count how often
+conn.py had to judge.  The error classes run through both paths in test_engine.py and
+test_errors.py (the ``engine`` fixture).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tcpchurn.errors import BadValue
+from tcpchurn.load import pump
+from tcpchurn.load.config import LoadConfig, parse_target
+from tcpchurn.load.conn import Conn, Connections
+from tcpchurn.load.engine import Engine
+from tcpchurn.load.stats import RunTotals
+from tcpchurn.server import ServerConfig, spawn
+from tests.load.nginx_helper import free_port
+from tests.load.runhelp import run_tcpchurn
+
+RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+
+def cfg_for(port: int, rate: float = 200.0, duration: float = 0.5, **kw: object) -> LoadConfig:
+    return LoadConfig(target=parse_target(f"127.0.0.1:{port}"), rate=rate, duration=duration,
+                      timeout=2.0, **kw).validate()  # type: ignore[arg-type]
+
+
+def test_the_c_path_is_built_and_taken_for_http(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(pump.ENV, raising=False)
+    assert pump.available(), "tcpchurn.load._pump was not built: pip install -e . with gcc"
+    cfg = cfg_for(80)
+    assert pump.engine_kind(cfg) == "c"
+    assert Engine(cfg, lambda st: None).kind == "c"
+
+
+def test_what_stays_in_python(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(pump.ENV, raising=False)
+    assert pump.engine_kind(cfg_for(80, mode="tcp")) == "python"
+    assert pump.engine_kind(cfg_for(80), clock=lambda: 0.0) == "python"  # a fake clock
+    monkeypatch.setenv(pump.ENV, "python")
+    assert pump.engine_kind(cfg_for(80)) == "python"
+    monkeypatch.setenv(pump.ENV, "c")
+    with pytest.raises(BadValue, match="--mode http only"):
+        pump.engine_kind(cfg_for(80, mode="tcp"))
+    monkeypatch.setenv(pump.ENV, "fast")
+    with pytest.raises(BadValue, match="'fast' is not valid: use auto, c or python"):
+        pump.engine_kind(cfg_for(80))
+
+
+@pytest.fixture
+def judged(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[bytes]]:
+    """Every response conn.py judged (the C path judges none by itself)."""
+    seen: list[bytes] = []
+    real = Connections._judge
+
+    def spy(self: Connections, c: Conn, now: float, failed: int) -> None:
+        seen.append(c.buf)
+        real(self, c, now, failed)
+
+    monkeypatch.setattr(Connections, "_judge", spy)
+    monkeypatch.delenv(pump.ENV, raising=False)
+    yield seen
+
+
+def serve(handle: Callable[[socket.socket, int], None]) -> Iterator[int]:
+    """A loopback listener whose n-th accepted socket goes to ``handle(sock, n)``."""
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(512)
+    lsock.settimeout(0.05)
+    stop = threading.Event()
+
+    def loop() -> None:
+        n = 0
+        while not stop.is_set():
+            try:
+                conn, _ = lsock.accept()
+            except TimeoutError:
+                continue
+            conn.settimeout(5)
+            threading.Thread(target=handle, args=(conn, n), daemon=True).start()
+            n += 1
+
+    t = threading.Thread(target=loop, daemon=True)
+    t.start()
+    try:
+        yield lsock.getsockname()[1]
+    finally:
+        stop.set()
+        t.join()
+        lsock.close()
+
+
+def totals_of(cfg: LoadConfig) -> dict[str, object]:
+    out: list[RunTotals] = [RunTotals()]
+    Engine(cfg, out[0].add).run()
+    return out[0].to_json()
+
+
+def test_a_server_that_repeats_itself_is_judged_once(judged: list[bytes]) -> None:
+    def handle(conn: socket.socket, n: int) -> None:
+        conn.recv(4096)
+        conn.sendall(RESPONSE)
+        conn.close()
+
+    for port in serve(handle):
+        js = totals_of(cfg_for(port))
+    assert js["connections"]["ok"] == 100 and js["errors"] == {}  # type: ignore[index]
+    # the first response (and perhaps its FIN read apart from it) went through conn.py;
+    # the C path recognised every later one by its bytes
+    assert 1 <= len(judged) <= 3
+    assert all(b == RESPONSE for b in judged)
+
+
+def test_a_response_in_two_parts_is_finished_by_python(judged: list[bytes]) -> None:
+    head, body = RESPONSE[:-2], RESPONSE[-2:]
+
+    def handle(conn: socket.socket, n: int) -> None:
+        conn.recv(4096)
+        conn.sendall(head)
+        time.sleep(0.02)  # the client reads the head alone: incomplete
+        conn.sendall(body)
+        conn.close()
+
+    for port in serve(handle):
+        js = totals_of(cfg_for(port, rate=100.0))
+    assert js["connections"]["ok"] == 50 and js["errors"] == {}  # type: ignore[index]
+    lat = js["latency_ms"]  # type: ignore[index]
+    # the first byte came >= 20 ms before the end: ttfb was kept across the handover
+    assert lat["total"]["p50"] - lat["ttfb"]["p50"] >= 15  # type: ignore[index]
+    # each head was handed over (it matches no complete response); the body came later
+    # on a connection conn.py owned by then
+    assert sum(1 for b in judged if b == head) == 50
+
+
+def test_responses_that_keep_changing_are_each_judged(judged: list[bytes]) -> None:
+    def handle(conn: socket.socket, n: int) -> None:
+        conn.recv(4096)
+        body = str(n).encode()
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        conn.close()
+
+    for port in serve(handle):
+        js = totals_of(cfg_for(port))
+    assert js["connections"]["ok"] == 100 and js["errors"] == {}  # type: ignore[index]
+    assert len({b for b in judged}) >= 99  # nearly every one differs from the last
+
+
+@pytest.mark.parametrize("close", ["client", "reset"])
+def test_keep_alive_closes_are_served_in_c(judged: list[bytes], close: str) -> None:
+    def handle(conn: socket.socket, n: int) -> None:
+        conn.recv(4096)
+        conn.sendall(RESPONSE)
+        try:
+            while conn.recv(4096):  # the client closes first (FIN or RST)
+                pass
+        except ConnectionResetError:
+            pass
+        conn.close()
+
+    for port in serve(handle):
+        js = totals_of(cfg_for(port, close=close))
+    assert js["connections"]["ok"] == 100 and js["errors"] == {}  # type: ignore[index]
+    assert len(judged) == 1
+
+
+def test_summary_names_the_engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with spawn(ServerConfig(port=free_port())) as srv:
+        for kind, want in (("auto", "c"), ("python", "python")):
+            monkeypatch.setenv(pump.ENV, kind)
+            done = run_tcpchurn(tmp_path / kind, f"127.0.0.1:{srv.port}", "--rate", "100",
+                                "--duration", "0.5")
+            assert done.rc == 0, done.stderr
+            summary = json.loads((tmp_path / kind / "summary.json").read_text())
+            assert summary["environment"]["engine"] == want
+            assert summary["connections"]["ok"] == 50
