@@ -10,7 +10,9 @@ test_errors.py (the ``engine`` fixture).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import select
 import socket
 import threading
 import time
@@ -186,3 +188,39 @@ def test_summary_names_the_engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
             summary = json.loads((tmp_path / kind / "summary.json").read_text())
             assert summary["environment"]["engine"] == want
             assert summary["connections"]["ok"] == 50
+
+
+def test_poll_stops_serving_when_the_next_connection_is_due() -> None:
+    """``Pump.poll(..., until)``: nothing is served when the next connection is due
+    sooner than one event takes (the engine must start it first), yet a generator that
+    is behind (``until`` passed, no timeout) serves at least half of ``maxevents``."""
+    from tcpchurn.load._pump import Pump
+
+    def handle(conn: socket.socket, n: int) -> None:
+        conn.recv(4096)
+        conn.sendall(RESPONSE)
+        conn.close()
+
+    request = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    for port in serve(handle):
+        with contextlib.closing(select.epoll()) as ep:
+            start_at = time.monotonic()
+            p = Pump(ep.fileno(), socket.AF_INET, ("127.0.0.1", port), [], request, 0,
+                     start_at, 0.001, 128)
+            p.set_ok(True, RESPONSE)
+            p.event_cost = 1.0  # pretend an event takes 1 s: none fits before `due`
+            for i in range(40):
+                assert p.start(i, 0.0, 0.0) == 0
+            deadline = time.monotonic() + 5
+            while p.live == 40 and time.monotonic() < deadline:
+                time.sleep(0.05)  # wait for the answers; poll serves nothing meanwhile
+                due = time.monotonic() - start_at + 0.5
+                _, others, exports = p.poll(0.0, 128, due)
+                assert (others, exports) == ([], [])
+            time.sleep(0.2)  # every answer (and FIN) is queued now
+            assert p.live == 40
+            _, others, exports = p.poll(0.0, 128, float("-inf"))  # behind
+            assert (others, exports) == ([], [])
+            assert p.live == 0  # at least 64 served: all 40
+            rows, ok, attempted, _late = p.take()
+            assert (ok, attempted, len(rows)) == (40, 40, 40 * 5 * 8)

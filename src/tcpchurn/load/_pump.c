@@ -93,6 +93,7 @@ typedef struct {
     Py_ssize_t nrows, rowcap; /* rows of five doubles */
     long long attempted, late, ok_count;
     double late_s;
+    double ev_cost; /* seconds to serve one event, smoothed (Pump_poll) */
     char *rbuf;
     struct epoll_event *events;
     int maxevents;
@@ -193,6 +194,7 @@ static int Pump_init(Pump *self, PyObject *args, PyObject *kwds) {
         return -1;
     }
     self->head = self->tail = -1;
+    self->ev_cost = 10e-6;
     return 0;
 }
 
@@ -409,46 +411,92 @@ static int serve(Pump *self, int fd, uint32_t ev, double now, PyObject *exports)
     return export(self, exports, fd, ev, ACT_JUDGE, failed);
 }
 
-/* Pump.poll(timeout, maxevents) -> (now, others, exports).  timeout < 0 blocks, 0 does
-   not.  others: (fd, events) that are not ours (the timer, the control pipe, connections
-   the Python engine owns); exports: see export(). */
-static PyObject *Pump_poll(Pump *self, PyObject *args) {
-    double timeout;
-    int maxevents;
-    if (!PyArg_ParseTuple(args, "di", &timeout, &maxevents)) return NULL;
-    if (maxevents > self->maxevents) maxevents = self->maxevents;
-    int ms = timeout < 0 ? -1 : (int)ceil(timeout * 1000.0);
-    int n;
-    if (ms == 0) {
-        n = epoll_wait(self->epfd, self->events, maxevents, 0);
-    } else {
-        Py_BEGIN_ALLOW_THREADS
-        n = epoll_wait(self->epfd, self->events, maxevents, ms);
-        Py_END_ALLOW_THREADS
-    }
-    if (n < 0) {
-        if (errno != EINTR) return PyErr_SetFromErrno(PyExc_OSError);
-        if (PyErr_CheckSignals() < 0) return NULL; /* a handler raised */
-        n = 0; /* a handler ran (stop()?): let the loop look */
-    }
-    double now = mono() - self->start_at;
-    PyObject *others = PyList_New(0), *exports = PyList_New(0);
-    if (!others || !exports) goto error;
+/* serve events[0..n): ours here, the rest into `others`; -1 on a Python error */
+static int serve_all(Pump *self, int n, double now, PyObject *others, PyObject *exports) {
     for (int i = 0; i < n; i++) {
         int fd = self->events[i].data.fd;
         uint32_t ev = self->events[i].events;
         if (fd < self->cap && self->conns[fd].state != FREE) {
-            if (serve(self, fd, ev, now, exports) < 0) goto error;
+            if (serve(self, fd, ev, now, exports) < 0) return -1;
         } else {
             PyObject *t = Py_BuildValue("(iI)", fd, ev);
             if (!t || PyList_Append(others, t) < 0) {
                 Py_XDECREF(t);
-                goto error;
+                return -1;
             }
             Py_DECREF(t);
         }
     }
+    return 0;
+}
+
+/* Pump.poll(timeout, maxevents, until) -> (now, others, exports).  timeout < 0 blocks
+   until something is ready, 0 does not.  others: (fd, events) that are not ours (the
+   timer, the control pipe, connections the Python engine owns); exports: see export().
+
+   `until` (seconds from the run's start; inf: none) is when the next connection is
+   due: events are served in slices sized by their measured cost so that serving stops
+   about then, and the rest stay on the kernel's ready list (edge-triggered: an edge
+   that was not returned is returned by the next epoll_wait).  One slice of up to
+   `maxevents` takes ~1 ms (close() and recv() run the peer's side in softirq on
+   loopback: ~8 us an event), which would make every connection due meanwhile late.
+   When `until` has passed already (the engine is behind and has just started a batch),
+   at least half of `maxevents` are served: completions must keep pace with starts, or
+   in-flight runs away (engine.py, MAX_EVENTS). */
+static PyObject *Pump_poll(Pump *self, PyObject *args) {
+    double timeout, until;
+    int maxevents;
+    if (!PyArg_ParseTuple(args, "did", &timeout, &maxevents, &until)) return NULL;
+    if (maxevents > self->maxevents) maxevents = self->maxevents;
+    PyObject *others = PyList_New(0), *exports = PyList_New(0);
+    if (!others || !exports) goto error;
+    double now;
+    int n;
+    if (timeout != 0) {
+        /* sleep until the first event; what else is ready is served below, by time */
+        int ms = timeout < 0 ? -1 : (int)ceil(timeout * 1000.0);
+        Py_BEGIN_ALLOW_THREADS
+        n = epoll_wait(self->epfd, self->events, 1, ms);
+        Py_END_ALLOW_THREADS
+        if (n < 0) goto failed;
+        now = mono() - self->start_at;
+        if (serve_all(self, n, now, others, exports) < 0) goto error;
+        if (n == 0 || PyList_GET_SIZE(others)) goto done; /* the timer: look now */
+        maxevents -= n;
+    }
+    int floor_ = 0;
+    now = mono() - self->start_at;
+    if (timeout == 0 && until <= now) floor_ = maxevents / 2; /* behind: see above */
+    while (maxevents > 0) {
+        double left = until - now;
+        int k = maxevents;
+        if (left < self->ev_cost * k) k = (int)(left / self->ev_cost);
+        if (k < floor_) k = floor_;
+        if (k < 1) break; /* the next connection is due: back to the engine */
+        n = epoll_wait(self->epfd, self->events, k, 0);
+        if (n < 0) goto failed;
+        if (n == 0) break;
+        if (serve_all(self, n, now, others, exports) < 0) goto error;
+        double after = mono() - self->start_at;
+        /* the cost of an event, smoothed: what sizes the next slice */
+        self->ev_cost = 0.8 * self->ev_cost + 0.2 * ((after - now) / n);
+        now = after;
+        maxevents -= n;
+        floor_ -= n;
+        if (floor_ < 0) floor_ = 0;
+        if (n < k) break; /* nothing more is ready */
+        if (PyList_GET_SIZE(others)) break; /* the timer or the control pipe: look now */
+    }
+done:
     return Py_BuildValue("(dNN)", now, others, exports);
+failed:
+    if (errno != EINTR) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        goto error;
+    }
+    if (PyErr_CheckSignals() < 0) goto error; /* a handler raised */
+    now = mono() - self->start_at; /* a handler ran (stop()?): let the loop look */
+    goto done;
 error:
     Py_XDECREF(others);
     Py_XDECREF(exports);
@@ -514,11 +562,26 @@ static PyObject *Pump_get_pending(Pump *self, void *Py_UNUSED(closure)) {
     return PyLong_FromSsize_t(self->nrows);
 }
 
+static PyObject *Pump_get_event_cost(Pump *self, void *Py_UNUSED(closure)) {
+    return PyFloat_FromDouble(self->ev_cost);
+}
+
+static int Pump_set_event_cost(Pump *self, PyObject *value, void *Py_UNUSED(closure)) {
+    double v = value ? PyFloat_AsDouble(value) : -1.0;
+    if (v == -1.0 && PyErr_Occurred()) return -1;
+    if (!(v > 0)) {
+        PyErr_SetString(PyExc_ValueError, "event_cost must be a positive number of seconds");
+        return -1;
+    }
+    self->ev_cost = v;
+    return 0;
+}
+
 static PyMethodDef Pump_methods[] = {
     {"start", (PyCFunction)(void (*)(void))Pump_start, METH_FASTCALL,
      "start(seq, sched, now) -> 0 or the errno that failed the connection"},
     {"poll", (PyCFunction)Pump_poll, METH_VARARGS,
-     "poll(timeout, maxevents) -> (now, others, exports)"},
+     "poll(timeout, maxevents, until) -> (now, others, exports)"},
     {"expire", (PyCFunction)Pump_expire, METH_VARARGS, "expire(now, limit) -> exports"},
     {"set_ok", (PyCFunction)Pump_set_ok, METH_VARARGS, "set_ok(eof, data)"},
     {"take", (PyCFunction)Pump_take, METH_NOARGS, "take() -> (rows, ok, attempted, late)"},
@@ -530,6 +593,8 @@ static PyGetSetDef Pump_getset[] = {
     {"live", (getter)Pump_get_live, NULL, "connections in flight here", NULL},
     {"oldest", (getter)Pump_get_oldest, NULL, "start of the oldest one (inf: none)", NULL},
     {"pending", (getter)Pump_get_pending, NULL, "finished connections not yet taken", NULL},
+    {"event_cost", (getter)Pump_get_event_cost, (setter)Pump_set_event_cost,
+     "seconds one event takes to serve, measured and smoothed: sizes poll's slices", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

@@ -273,7 +273,8 @@ class Engine(Connections):
                     wait = 0.0
                 elif wait != INF:
                     timer.arm(start_at + wake)
-            self._poll(ep, timer, wait)
+            # `until`: the C path stops serving events about when the next one is due
+            self._poll(ep, timer, wait, nxt)
 
     def _skip_rest(self) -> float:
         sched = self.sched
@@ -287,14 +288,14 @@ class Engine(Connections):
     def _inflight(self) -> int:
         return len(self.conns) + (self.pump.live if self.pump is not None else 0)
 
-    def _poll(self, ep: select.epoll, timer: Timer, wait: float) -> None:
+    def _poll(self, ep: select.epoll, timer: Timer, wait: float, until: float = INF) -> None:
         # the timer fd, armed for any finite wait, does the wake-up: a poll timeout too
         # would start and cancel a second hrtimer per sleep
         timeout = 0.0 if wait <= 0 else -1.0
         pump = self.pump
         if pump is not None:
             # the C path serves its own connections' events and returns the rest
-            now, events, exports = pump.poll(timeout, MAX_EVENTS)
+            now, events, exports = pump.poll(timeout, MAX_EVENTS, until)
             for x in exports:
                 self._adopt(x, now)
         else:
