@@ -325,15 +325,19 @@ def run(
         with _signals_stop(flag):
             flag.on_set = pool.stop
             try:
-                pool.start()
+
+                def rebaseline() -> None:
+                    # Re-baseline once the workers are ready and before the start time is
+                    # set, so the first interval's deltas are not stretched by start-up
+                    # and the samples' walk of the socket tables is not in the load's way.
+                    client.pid = first_worker_pid(pool)
+                    client.sample(detail=False)
+                    if server is not None:
+                        server.sample(detail=False)
+
+                pool.start(on_ready=rebaseline)
                 prep.environment["worker_slice_us"] = [
                     ns / 1000 if ns is not None else None for ns in pool.slices_ns]
-                client.pid = first_worker_pid(pool)
-                # Re-baseline now that the workers are ready (the load starts 50 ms
-                # later), so the first interval's deltas are not stretched by start-up.
-                client.sample(detail=False)
-                if server is not None:
-                    server.sample(detail=False)
                 for interval in pool.intervals():
                     intervals += 1
                     # The end of the interval on the load's own clock (schema §3: ``t``

@@ -47,8 +47,9 @@ class ScriptedPool:
         self.slices_ns: list[int | None] = [None]  # as a worker on a kernel before 6.12
         ScriptedPool.instances.append(self)
 
-    def start(self) -> None:
-        pass
+    def start(self, on_ready: Callable[[], None] | None = None) -> None:
+        if on_ready is not None:
+            on_ready()  # the runner's baseline samples, as WorkerPool does
 
     def intervals(self) -> Iterator[IntervalStats]:
         for k, st in enumerate(self.script):

@@ -65,6 +65,24 @@ def test_two_workers_merge_every_interval_exactly(port: int) -> None:
     assert len(pool.slices_ns) == 2 and len(set(pool.slices_ns)) == 1
 
 
+def test_on_ready_runs_with_every_worker_ready_and_before_the_start(port: int) -> None:
+    """The runner's baseline samples go in ``on_ready``: after start-up (so the first
+    interval's deltas do not count it), before the load (so they are not in its way)."""
+    cfg = LoadConfig(target=parse_target(f"127.0.0.1:{port}"), rate=100.0, duration=0.5,
+                     workers=2).validate()
+    seen: list[tuple[float, float | None, int]] = []
+    with WorkerPool(cfg) as pool:
+        pool.start(on_ready=lambda: seen.append(
+            (time.monotonic(), pool.start_at, len(pool.slices_ns))))
+        totals = RunTotals()
+        for st in pool.intervals():
+            totals.add(st)
+    [(when, start_at, ready)] = seen
+    assert start_at is None and ready == 2  # both reported ready; no start time yet
+    assert pool.start_at is not None and pool.start_at > when
+    assert totals.ok == 50
+
+
 def test_stop_ends_early_with_a_partial_last_interval(port: int) -> None:
     cfg = LoadConfig(target=parse_target(f"127.0.0.1:{port}"), rate=500.0, duration=30.0,
                      workers=2, interval=0.5).validate()

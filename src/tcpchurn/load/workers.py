@@ -35,7 +35,7 @@ import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
 
 from tcpchurn.load.config import LoadConfig
@@ -126,8 +126,14 @@ class WorkerPool:
         self._ctrls: list[Connection] = []
         self._stopped = False
 
-    def start(self) -> None:
-        """Spawn the workers, wait until each is ready, give them the common start time."""
+    def start(self, on_ready: Callable[[], None] | None = None) -> None:
+        """Spawn the workers, wait until each is ready, give them the common start time.
+
+        ``on_ready`` runs once every worker is ready and before the start time is set:
+        the runner's baseline kernel samples, which walk the socket tables (tens of ms
+        with a full TIME_WAIT table left by an earlier run) and would otherwise overlap
+        the first milliseconds of the load and make them late.
+        """
         for index in range(self.count):
             out_r, out_w = os.pipe()
             ctrl_r, ctrl_w = os.pipe()
@@ -160,6 +166,8 @@ class WorkerPool:
             if msg is None or msg[:1] != b"R":
                 raise WorkerError(f"worker {index} failed to start: {self._why(msg)}")
             self.slices_ns.append(int(msg[1:]) if msg[1:] else None)
+        if on_ready is not None:
+            on_ready()
         self.start_at = time.monotonic() + START_MARGIN_S
         for ctrl in self._ctrls:
             ctrl.send_bytes(b"S" + repr(self.start_at).encode())
