@@ -41,7 +41,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -292,13 +292,20 @@ def main() -> None:
     parser.add_argument("--check-runs", type=int, default=3,
                         help="runs at 50%% and 80%% (the machine may be shared: the median "
                         "and every value are printed)")
+    here_or_in_netns(parser, main_inner, __file__)
+
+
+def here_or_in_netns(parser: argparse.ArgumentParser, main_inner: Callable[[Any], object],
+                     script: str) -> None:
+    """Parse the arguments (adding ``--no-netns``) and run ``main_inner(args)`` here when
+    not root, when asked, or when already inside; else the script again in a throw-away
+    namespace (:func:`rerun_in_netns`), exiting with its code."""
     parser.add_argument("--no-netns", action="store_true")
     parser.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.inner or args.no_netns or os.geteuid() != 0:
-        main_inner(args)
-        return
-    sys.exit(rerun_in_netns(__file__))
+        sys.exit(main_inner(args))  # None: 0
+    sys.exit(rerun_in_netns(script))
 
 
 def rerun_in_netns(script: str) -> int:

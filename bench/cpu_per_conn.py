@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from ceiling import nginx, rerun_in_netns
+from ceiling import here_or_in_netns, nginx
 
 
 def wrk_one_thread(url: str, secs: float) -> tuple[float, float, float]:
@@ -90,13 +90,7 @@ def main() -> None:
     parser.add_argument("--secs", type=float, default=5.0)
     parser.add_argument("--rate", type=float, default=100_000.0,
                         help="tcpchurn's target: above what one worker reaches")
-    parser.add_argument("--no-netns", action="store_true")
-    parser.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.inner or args.no_netns or os.geteuid() != 0:
-        main_inner(args)
-        return
-    sys.exit(rerun_in_netns(__file__))
+    here_or_in_netns(parser, main_inner, __file__)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from ceiling import nginx, rerun_in_netns
+from ceiling import here_or_in_netns, nginx
 
 
 def rss_kib(pid: int) -> int:
@@ -87,12 +87,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--rate", type=float, default=10_000.0)
     parser.add_argument("--every", type=float, default=10.0, help="seconds between RSS lines")
-    parser.add_argument("--no-netns", action="store_true")
-    parser.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.inner or args.no_netns or os.geteuid() != 0:
-        sys.exit(main_inner(args))
-    sys.exit(rerun_in_netns(__file__))
+    here_or_in_netns(parser, main_inner, __file__)
 
 
 if __name__ == "__main__":
