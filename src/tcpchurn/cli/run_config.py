@@ -21,7 +21,7 @@ from tcpchurn.load.config import (
     expand_source_ips,
     parse_target,
 )
-from tcpchurn.runner import DETAIL_EVERY, RunConfig
+from tcpchurn.runner import DETAIL_EVERY, PARENT_NICE, RunConfig
 
 # The built-in server is only a target until the run starts; its port is known then.
 _PLACEHOLDER = Target(host="127.0.0.1", port=1, url="http://127.0.0.1/")
@@ -115,4 +115,5 @@ def build_run_config(opts: Mapping[str, Any], default_out: Path) -> RunConfig:
         html=bool(opts.get("html")),
         quiet=bool(opts.get("quiet")),
         detail_every=int(opts.get("detail_every") or DETAIL_EVERY),
+        parent_nice=PARENT_NICE,  # the sampler yields to the load (runner.yield_to_load)
     )
