@@ -230,7 +230,7 @@ class Engine(Connections):
                 # now is skipped (counted), not started late after the end
                 nxt = self._skip_rest()
             started = 0
-            inflight = len(conns) if pump is None else len(conns) + pump.live
+            inflight = self._inflight()
             while nxt <= now and started < BATCH:
                 if inflight >= max_inflight or now - nxt > skip_lag:
                     rec.skipped += 1
