@@ -301,13 +301,14 @@ PARENT_NICE = 10
 def yield_to_load(nice: int) -> None:
     """Lower every thread of this process (the parent) to at least ``nice``.
 
-    Called once the workers are spawned: they keep theirs.  The parent's kernel samples walk the
-    socket tables: with 131,072 TIME_WAIT sockets a per-second sample costs ~40 ms of
-    CPU and a detail one (every ``--detail-every``) ~170 ms, most of it in the kernel.
-    At nice 0 that burst took the CPU from nginx in the middle of a run at 62,000/s on
-    2 cores: its accept queue overflowed (ListenOverflows 5,921 in the next second), the
-    dropped SYNs came back after 1 s, and the run collapsed (2 runs of 3).  At a lower
-    weight the sampler takes what the load leaves and yields under contention.
+    Called once the workers are spawned: they keep theirs.  The parent's kernel samples
+    walk the socket tables: with 131,072 TIME_WAIT sockets a per-second sample costs
+    ~40 ms of CPU and a detail one (every ``--detail-every``) ~170 ms, most of it in the
+    kernel.  At nice 0 that burst took the CPU from nginx in the middle of a run at
+    62,000/s on 2 cores: its accept queue overflowed (ListenOverflows 5,921 in the next
+    second), the dropped SYNs came back after 1 s, and the run collapsed (an A/B of 3
+    pairs: 3 of 3 at nice 0, 0 of 3 at nice 10).  At a lower weight the sampler takes
+    what the load leaves and yields under contention.
     Raising one's nice needs no privilege (setpriority(2)); threads made later inherit it.
     """
     for tid in os.listdir("/proc/self/task"):
