@@ -41,7 +41,7 @@ from tcpchurn.load.conn import error_name as error_name  # re-exported (tests, c
 from tcpchurn.load.http import build_request
 from tcpchurn.load.process import raise_nofile as raise_nofile  # re-exported (runner.py)
 from tcpchurn.load.process import tuned_for_load
-from tcpchurn.load.pump import CLOSE_MODES, engine_kind
+from tcpchurn.load.pump import close_mode, engine_kind
 from tcpchurn.load.schedule import INF, Schedule
 from tcpchurn.load.stats import LATE_S as LATE_S  # re-exported: the lag that makes "late"
 from tcpchurn.load.stats import IntervalStats, Recorder
@@ -177,7 +177,7 @@ class Engine(Connections):
 
             self.pump = Pump(ep.fileno(), self.af, self.cfg.target.sockaddr,
                              [(ip, 0) for ip in self.sources], self.request,
-                             CLOSE_MODES[self.cfg.close], self.start_at, LATE_S, MAX_EVENTS)
+                             close_mode(self.cfg.close), self.start_at, LATE_S, MAX_EVENTS)
         try:
             with tuned_for_load():  # RLIMIT_NOFILE, timer slack, no GC pauses
                 self._loop(ep, timer)

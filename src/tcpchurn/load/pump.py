@@ -25,7 +25,6 @@ except ImportError:  # built without a C compiler
 #: the environment variable that forces an engine: ``python`` or ``c`` (``auto``: default)
 ENV = "TCPCHURN_ENGINE"
 
-CLOSE_MODES = {"server": 0, "client": 1, "reset": 2}  # _pump.CLOSE_*
 
 
 def engine_kind(cfg: LoadConfig, clock: Callable[[], float] = time.monotonic) -> str:
@@ -44,6 +43,13 @@ def engine_kind(cfg: LoadConfig, clock: Callable[[], float] = time.monotonic) ->
     if wanted == "c" and why_not:
         raise BadValue(ENV, wanted, f"the C path cannot run: {why_not}")
     return "python" if why_not or wanted == "python" else "c"
+
+
+def close_mode(close: str) -> int:
+    """The C path's code for a ``--close`` mode (its own constants, not a copy here)."""
+    assert _pump is not None, "the C path was not built"
+    return {"server": _pump.CLOSE_SERVER, "client": _pump.CLOSE_CLIENT,
+            "reset": _pump.CLOSE_RESET}[close]
 
 
 def available() -> bool:
