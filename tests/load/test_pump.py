@@ -4,7 +4,8 @@ It serves only what is plainly fine -- bytes identical to the last response that
 conn.py judged complete -- and hands everything else to conn.py with what it has read.
 These tests make it hand over on purpose (a response in two parts, responses that keep
 changing, a keep-alive server) against real sockets on loopback, and count how often
-conn.py had to judge.  The error classes run through both paths in test_engine.py and
+conn.py had to judge; and they hold the latencies it writes straight into hdrh's
+histograms against ``record_value``.  The error classes run through both paths in test_engine.py and
 test_errors.py (the ``engine`` fixture).
 """
 
@@ -18,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -26,10 +28,13 @@ from tcpchurn.load import pump
 from tcpchurn.load.config import LoadConfig, parse_target
 from tcpchurn.load.conn import Conn, Connections
 from tcpchurn.load.engine import Engine
-from tcpchurn.load.stats import RunTotals
+from tcpchurn.load.stats import HIGHEST_US, HISTOGRAMS, Recorder, RunTotals, new_histogram
 from tcpchurn.server import ServerConfig, spawn
 from tests.load.nginx_helper import free_port
 from tests.load.runhelp import run_tcpchurn
+
+if TYPE_CHECKING:
+    from tcpchurn.load._pump import Pump
 
 RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
@@ -223,5 +228,61 @@ def test_poll_stops_serving_when_the_next_connection_is_due() -> None:
             _, others, exports = p.poll(0.0, 128, float("-inf"))  # behind
             assert (others, exports) == ([], [])
             assert p.live == 0  # at least 64 served: all 40
-            rows, ok, attempted, _late = p.take()
-            assert (ok, attempted, len(rows)) == (40, 40, 40 * 5 * 8)
+            rows, ok, attempted, _late, added = p.take()
+            assert (ok, attempted, len(rows), added) == (40, 40, 40 * 5 * 8, [])
+
+
+def new_pump(port: int = 9) -> Pump:
+    """A pump that starts nothing (for what needs no connection)."""
+    from tcpchurn.load._pump import Pump
+
+    return Pump(-1, socket.AF_INET, ("127.0.0.1", port), [], b"GET /", 0, 0.0, 0.001, 8)
+
+
+def bind(p: Pump, rec: Recorder) -> None:
+    h = rec.hists["total"]
+    p.bind([rec.hists[name].counts for name in HISTOGRAMS], h.unit_magnitude,
+           h.sub_bucket_half_count_magnitude, h.sub_bucket_half_count, h.sub_bucket_mask,
+           HIGHEST_US)
+
+
+def test_bound_histograms_count_as_hdrh_does() -> None:
+    """What the C path writes into hdrh's counts is what ``record_value`` would: the
+    same index for every value (bucket edges, 0, the top, beyond it) and the same
+    total, min and max once ``take()``'s figures are applied (``Recorder.counted``)."""
+    p = new_pump()
+    rec = Recorder()
+    bind(p, rec)
+    want = new_histogram()
+    us = [0, 1, 2, 1023, 1024, 2047, 2048, 2049, 4095, 4096, 65_537, 999_999, 1_000_000,
+          123_456_789, HIGHEST_US - 1, HIGHEST_US]
+    for v in us:
+        p._record(HISTOGRAMS.index("total"), v / 1e6)
+        want.record_value(v)
+    p._record(HISTOGRAMS.index("total"), -0.5)  # negative: 0, as stats._us clips it
+    want.record_value(0)
+    p._record(HISTOGRAMS.index("total"), 10.0 * HIGHEST_US / 1e6)  # beyond: the top
+    want.record_value(HIGHEST_US)
+    *_, added = p.take()
+    rec.counted(added)
+    got = rec.hists["total"]
+    assert list(got.counts) == list(want.counts)
+    assert (got.total_count, got.min_value, got.max_value) == (
+        want.total_count, want.min_value, want.max_value)
+    assert all(rec.hists[n].total_count == 0 for n in HISTOGRAMS if n != "total")
+    assert p.take()[4] == [(0, 0, 0)] * len(HISTOGRAMS)  # take() started afresh
+
+
+def test_rebinding_moves_recording_to_the_new_histograms() -> None:
+    p = new_pump()
+    first, second = Recorder(), Recorder()
+    bind(p, first)
+    p._record(0, 0.001)
+    bind(p, second)  # an interval's end: the next interval's histograms
+    p._record(0, 0.002)
+    p._record(0, 0.003)
+    *_, added = p.take()
+    second.counted(added)
+    assert sum(first.hists[HISTOGRAMS[0]].counts) == 1
+    assert sum(second.hists[HISTOGRAMS[0]].counts) == 2
+    assert second.hists[HISTOGRAMS[0]].total_count == 2

@@ -5,16 +5,21 @@ from __future__ import annotations
 
 import pickle
 import random
+from array import array
 
 import numpy as np
 import pytest
 
 from tcpchurn.load.stats import (
+    FEW,
     HIGHEST_US,
+    HISTOGRAMS,
     MISSING,
     IntervalStats,
     Recorder,
     RunTotals,
+    fill,
+    fill_few,
     new_histogram,
     record_many,
     reset_histogram,
@@ -175,10 +180,12 @@ def test_discarded_intervals_are_freed_at_once_not_by_the_cyclic_gc() -> None:
         gc.enable()
 
 
-def test_reset_histogram_empties_like_hdrh_reset() -> None:
+@pytest.mark.parametrize("values", [[3, 700, 2_000_000], [0], [1, HIGHEST_US]])
+def test_reset_histogram_empties_like_hdrh_reset(values: list[int]) -> None:
+    # it clears only up to the highest value's counter: the top one included
     ours, theirs = new_histogram(), new_histogram()
     for h in (ours, theirs):
-        record_many(h, np.array([3, 700, 2_000_000], dtype=np.int64))
+        record_many(h, np.array(values, dtype=np.int64))
     reset_histogram(ours)
     theirs.reset()
     assert list(ours.counts) == list(theirs.counts) and not any(ours.counts)
@@ -214,3 +221,25 @@ def test_recycled_histograms_carry_a_later_interval_and_nothing_of_the_last() ->
     fourth = rec.flush(3, 3.0, 1.0, 0.0, 0)
     fifth = rec.flush(4, 4.0, 1.0, 0.0, 0)
     assert len({id(st.hists["total"]) for st in (second, third, fourth, fifth)}) == 4
+
+
+def test_a_small_fold_records_what_the_numpy_pass_would() -> None:
+    """``fill_few`` (hdrh's record_value, for the C path's few handed-over rows) and
+    ``fill`` (numpy) give the same histograms: rounding, MISSING steps, negative lag."""
+    rng = random.Random(7)
+    rows: list[float] = []
+    for _ in range(FEW):
+        sched = rng.uniform(0, 10)
+        start = sched + rng.choice([rng.expovariate(2000), -1e-7, 2.5e-6])
+        steps = [start + rng.expovariate(1000) * k for k in (1, 2, 3)]
+        if rng.random() < 0.2:
+            steps[rng.randrange(3)] = MISSING
+        rows += [sched, start, *steps]
+    few = {name: new_histogram() for name in HISTOGRAMS}
+    fill_few(few, array("d", rows))
+    many = {name: new_histogram() for name in HISTOGRAMS}
+    fill(many, np.array(rows).reshape(-1, 5))
+    for name in HISTOGRAMS:
+        assert list(few[name].counts) == list(many[name].counts), name
+        assert (few[name].total_count, few[name].min_value, few[name].max_value) == (
+            many[name].total_count, many[name].min_value, many[name].max_value), name

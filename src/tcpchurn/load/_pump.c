@@ -37,6 +37,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -59,6 +60,15 @@
 #define CLOSE_CLIENT 1
 #define CLOSE_RESET 2
 
+/* the latency histograms, in stats.HISTOGRAMS' order: from the schedule, then from the
+   actual start (Pump.bind) */
+#define NHIST 7
+#define H_CONNECT 0
+#define H_TTFB 1
+#define H_TOTAL 2
+#define H_LAG 3
+#define H_ACTUAL 4 /* + H_CONNECT, H_TTFB, H_TOTAL */
+
 #define RECV_SIZE 65536
 #define KEEP_BUF 4096 /* a slot keeps a buffer this small for the next connection */
 #define MISSING (-1.0)
@@ -71,6 +81,16 @@ typedef struct {
     int eof;
     int prev, next; /* the live list in start order (fds; -1: none) */
 } Conn;
+
+/* one HdrHistogram's counts (hdrh's ctypes array, written in place) and what its Python
+   object must add at the next take(): the count, min and max of what was recorded */
+typedef struct {
+    Py_buffer view;
+    uint64_t *counts;
+    Py_ssize_t len;
+    long long total;
+    long long min, max;
+} Hist;
 
 typedef struct {
     PyObject_HEAD
@@ -97,6 +117,18 @@ typedef struct {
     char *rbuf;
     struct epoll_event *events;
     int maxevents;
+    /* Pump.run's pacing (Pump.pace; engine.py's constants) */
+    double timeout, skip_lag, grid, spin, fold_idle;
+    int max_inflight, batch;
+    Py_ssize_t fold_rows, fold_max;
+    int timer_fd;    /* the engine's timerfd: run() arms it and consumes its expiries */
+    double armed_at; /* when it is armed for (seconds from the start; -1: not armed) */
+    int in_run;      /* serve_all swallows the timer's events only inside run() */
+    /* Pump.bind: finished connections go straight into these histograms, not into rows */
+    int bound;
+    Hist hist[NHIST];
+    int unit_mag, half_mag;
+    long long half_count, sub_mask, highest;
 } Pump;
 
 static double mono(void) {
@@ -129,7 +161,14 @@ bad:
     return -1;
 }
 
+static void unbind(Pump *self) {
+    if (!self->bound) return;
+    for (int h = 0; h < NHIST; h++) PyBuffer_Release(&self->hist[h].view);
+    self->bound = 0;
+}
+
 static void Pump_dealloc(Pump *self) {
+    unbind(self);
     if (self->conns) {
         for (int fd = 0; fd < self->cap; fd++) free(self->conns[fd].buf);
         free(self->conns);
@@ -195,6 +234,8 @@ static int Pump_init(Pump *self, PyObject *args, PyObject *kwds) {
     }
     self->head = self->tail = -1;
     self->ev_cost = 10e-6;
+    self->timer_fd = -1;
+    self->armed_at = -1.0;
     return 0;
 }
 
@@ -256,20 +297,13 @@ static int add_row(Pump *self, double a, double b, double c, double d, double e)
     return 0;
 }
 
-/* Pump.start(seq, sched, now) -> 0, or the errno that failed it before any event */
-static PyObject *Pump_start(Pump *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "start(seq, sched, now)");
-        return NULL;
-    }
-    long long seq = PyLong_AsLongLong(args[0]);
-    double sched = PyFloat_AsDouble(args[1]);
-    double now = PyFloat_AsDouble(args[2]);
-    if (PyErr_Occurred()) return NULL;
+/* start connection `seq` due at `sched`: 0, the errno that failed it before any event,
+   or -1 with a Python error (no memory) */
+static int start_one(Pump *self, long long seq, double sched, double now) {
     self->attempted++;
     if (now - sched > self->late_s) self->late++;
     int fd = socket(self->af, SOCK_STREAM | SOCK_NONBLOCK, 0);
-    if (fd < 0) return PyLong_FromLong(errno); /* EMFILE, ENFILE, ENOBUFS */
+    if (fd < 0) return errno; /* EMFILE, ENFILE, ENOBUFS */
     int err;
     if (self->nsources) {
         /* defer the port to connect(), where the 4-tuple is known (conn.py, KERNEL.md §C) */
@@ -297,7 +331,8 @@ static PyObject *Pump_start(Pump *self, PyObject *const *args, Py_ssize_t nargs)
     if (epoll_ctl(self->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) goto fail; /* ENOSPC, ENOMEM */
     if (grow_conns(self, fd) < 0) {
         close(fd);
-        return PyErr_NoMemory();
+        PyErr_NoMemory();
+        return -1;
     }
     Conn *c = &self->conns[fd];
     c->sched = sched;
@@ -308,11 +343,25 @@ static PyObject *Pump_start(Pump *self, PyObject *const *args, Py_ssize_t nargs)
     c->eof = 0;
     c->state = state;
     link_tail(self, fd);
-    return PyLong_FromLong(0);
+    return 0;
 fail:
     err = errno;
     close(fd);
-    return PyLong_FromLong(err);
+    return err;
+}
+
+/* Pump.start(seq, sched, now) -> 0, or the errno that failed it before any event */
+static PyObject *Pump_start(Pump *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "start(seq, sched, now)");
+        return NULL;
+    }
+    long long seq = PyLong_AsLongLong(args[0]);
+    double sched = PyFloat_AsDouble(args[1]);
+    double now = PyFloat_AsDouble(args[2]);
+    if (PyErr_Occurred()) return NULL;
+    int err = start_one(self, seq, sched, now);
+    return err < 0 ? NULL : PyLong_FromLong(err);
 }
 
 /* (fd, ev, action, err, state, sched, start, conn_t, ttfb, buf, eof); the slot is freed,
@@ -329,6 +378,35 @@ static int export(Pump *self, PyObject *list, int fd, uint32_t ev, int action, i
     return rc;
 }
 
+/* hdrh's HdrHistogram.record_value for `seconds`, in whole microseconds as
+   stats.record_many rounds them (rint of the value, clipped to [0, highest]) */
+static void record(Pump *self, int h, double seconds) {
+    Hist *hs = &self->hist[h];
+    long long v = seconds > 0 ? llrint(seconds * 1e6) : 0;
+    if (v > self->highest) v = self->highest;
+    /* _counts_index_for: the bucket from the bit length of (v | sub_bucket_mask) */
+    int pow2ceiling = 64 - __builtin_clzll((unsigned long long)(v | self->sub_mask));
+    int bucket = pow2ceiling - self->unit_mag - (self->half_mag + 1);
+    long long sub = v >> (bucket + self->unit_mag);
+    long long index = (((long long)bucket + 1) << self->half_mag) + sub - self->half_count;
+    if (index < 0 || index >= hs->len) return;
+    hs->counts[index]++;
+    if (!hs->total || v < hs->min) hs->min = v;
+    if (!hs->total || v > hs->max) hs->max = v;
+    hs->total++;
+}
+
+/* the seven latencies of a connection that finished well (stats.fill's arithmetic) */
+static void record_ok(Pump *self, Conn *c, double end) {
+    record(self, H_LAG, c->start - c->sched);
+    double at[3] = {c->conn_t, c->ttfb, end};
+    for (int k = 0; k < 3; k++) {
+        if (at[k] < 0) continue; /* MISSING: that step never happened */
+        record(self, k, at[k] - c->sched);
+        record(self, H_ACTUAL + k, at[k] - c->start);
+    }
+}
+
 static int finish_ok(Pump *self, int fd, double now, int reset) {
     Conn *c = &self->conns[fd];
     if (reset) {
@@ -338,7 +416,9 @@ static int finish_ok(Pump *self, int fd, double now, int reset) {
     }
     close(fd); /* also removes it from the epoll set */
     self->ok_count++;
-    int rc = add_row(self, c->sched, c->start, c->conn_t, c->ttfb, now);
+    int rc = 0;
+    if (self->bound) record_ok(self, c, now);
+    else rc = add_row(self, c->sched, c->start, c->conn_t, c->ttfb, now);
     release(self, fd);
     return rc;
 }
@@ -418,6 +498,10 @@ static int serve_all(Pump *self, int n, double now, PyObject *others, PyObject *
         uint32_t ev = self->events[i].events;
         if (fd < self->cap && self->conns[fd].state != FREE) {
             if (serve(self, fd, ev, now, exports) < 0) return -1;
+        } else if (self->in_run && fd == self->timer_fd) {
+            uint64_t expiries;
+            if (read(fd, &expiries, sizeof expiries) < 0) { /* EAGAIN: re-armed already */ }
+            self->armed_at = -1.0;
         } else {
             PyObject *t = Py_BuildValue("(iI)", fd, ev);
             if (!t || PyList_Append(others, t) < 0) {
@@ -443,13 +527,12 @@ static int serve_all(Pump *self, int n, double now, PyObject *others, PyObject *
    When `until` has passed already (the engine is behind and has just started a batch),
    at least half of `maxevents` are served: completions must keep pace with starts, or
    in-flight runs away (engine.py, MAX_EVENTS). */
-static PyObject *Pump_poll(Pump *self, PyObject *args) {
-    double timeout, until;
-    int maxevents;
-    if (!PyArg_ParseTuple(args, "did", &timeout, &maxevents, &until)) return NULL;
+/* the body of Pump.poll (above); 0, 1 when a signal interrupted the wait (its handler
+   has run: the engine must look at its state), or -1 with a Python error.  *nowp: the
+   time after serving (seconds from the start). */
+static int poll_core(Pump *self, double timeout, int maxevents, double until,
+                     PyObject *others, PyObject *exports, double *nowp) {
     if (maxevents > self->maxevents) maxevents = self->maxevents;
-    PyObject *others = PyList_New(0), *exports = PyList_New(0);
-    if (!others || !exports) goto error;
     double now;
     int n;
     if (timeout != 0) {
@@ -460,7 +543,7 @@ static PyObject *Pump_poll(Pump *self, PyObject *args) {
         Py_END_ALLOW_THREADS
         if (n < 0) goto failed;
         now = mono() - self->start_at;
-        if (serve_all(self, n, now, others, exports) < 0) goto error;
+        if (serve_all(self, n, now, others, exports) < 0) return -1;
         if (n == 0 || PyList_GET_SIZE(others)) goto done; /* the timer: look now */
         maxevents -= n;
     }
@@ -476,7 +559,7 @@ static PyObject *Pump_poll(Pump *self, PyObject *args) {
         n = epoll_wait(self->epfd, self->events, k, 0);
         if (n < 0) goto failed;
         if (n == 0) break;
-        if (serve_all(self, n, now, others, exports) < 0) goto error;
+        if (serve_all(self, n, now, others, exports) < 0) return -1;
         double after = mono() - self->start_at;
         /* the cost of an event, smoothed: what sizes the next slice */
         self->ev_cost = 0.8 * self->ev_cost + 0.2 * ((after - now) / n);
@@ -488,18 +571,155 @@ static PyObject *Pump_poll(Pump *self, PyObject *args) {
         if (PyList_GET_SIZE(others)) break; /* the timer or the control pipe: look now */
     }
 done:
-    return Py_BuildValue("(dNN)", now, others, exports);
+    *nowp = now;
+    return 0;
 failed:
     if (errno != EINTR) {
         PyErr_SetFromErrno(PyExc_OSError);
-        goto error;
+        return -1;
     }
-    if (PyErr_CheckSignals() < 0) goto error; /* a handler raised */
-    now = mono() - self->start_at; /* a handler ran (stop()?): let the loop look */
-    goto done;
+    if (PyErr_CheckSignals() < 0) return -1; /* a handler raised */
+    *nowp = mono() - self->start_at;         /* a handler ran (stop()?): let the loop look */
+    return 1;
+}
+
+static PyObject *Pump_poll(Pump *self, PyObject *args) {
+    double timeout, until, now;
+    int maxevents;
+    if (!PyArg_ParseTuple(args, "did", &timeout, &maxevents, &until)) return NULL;
+    PyObject *others = PyList_New(0), *exports = PyList_New(0);
+    if (!others || !exports ||
+        poll_core(self, timeout, maxevents, until, others, exports, &now) < 0) {
+        Py_XDECREF(others);
+        Py_XDECREF(exports);
+        return NULL;
+    }
+    return Py_BuildValue("(dNN)", now, others, exports);
+}
+
+/* Pump.pace(timeout, skip_lag, max_inflight, batch, grid, spin, fold_rows, fold_max,
+   fold_idle, timer_fd): the engine's pacing constants, for run() (engine.py explains
+   each; fold_rows and fold_max count finished connections) */
+static PyObject *Pump_pace(Pump *self, PyObject *args) {
+    if (!PyArg_ParseTuple(args, "ddiiddnndi", &self->timeout, &self->skip_lag,
+                          &self->max_inflight, &self->batch, &self->grid, &self->spin,
+                          &self->fold_rows, &self->fold_max, &self->fold_idle,
+                          &self->timer_fd))
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+/* arm the timer for `wake` (seconds from the start) unless it is armed for it already */
+static int arm(Pump *self, double wake) {
+    if (wake == self->armed_at) return 0;
+    double when = self->start_at + wake;
+    struct itimerspec its;
+    memset(&its, 0, sizeof its);
+    its.it_value.tv_sec = (time_t)when;
+    its.it_value.tv_nsec = (long)((when - (double)its.it_value.tv_sec) * 1e9);
+    if (its.it_value.tv_sec <= 0 && its.it_value.tv_nsec <= 0) its.it_value.tv_nsec = 1;
+    if (timerfd_settime(self->timer_fd, TFD_TIMER_ABSTIME, &its, NULL) < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    self->armed_at = wake;
+    return 0;
+}
+
+/* Pump.run(times, i, seq0, step, next_after, deadline, others_live)
+     -> (i, skipped, now, others, exports, failed)
+
+   engine.py's loop for as long as nothing needs Python: starts the connections due at
+   times[i:] (seconds from the start; connection times[j] has sequence number
+   seq0 + j * step), serves their events, times them out, and sleeps on the timer in
+   between, on the same grid and with the same rules as engine.py's loop (pace()).  Per
+   loop turn that loop costs ~25 us of Python, ~5 us per connection at 20k/s a worker,
+   CPU that the server on the same cores lacks (docs/run.md "The C hot path").
+
+   It returns, with i the first time not yet taken, when:
+   * `deadline` (seconds from the start: the interval's end) has come;
+   * every time given is taken and the next one (`next_after`, inf: none) is due;
+   * a connection must be handed over (exports: errors, a new response, a timeout);
+   * an event is not ours (others: the control pipe, connections conn.py owns);
+   * a start failed before any event: failed = (errno, sched, now), else None;
+   * the engine is idle (the next thing to do is fold_idle away) and at least fold_rows
+     connections finished, or fold_max did: their stats are folded in Python;
+   * nothing is left: every time is taken, next_after is inf and none is in flight;
+   * a signal's handler ran.
+   others_live: connections conn.py owns, for --max-inflight. */
+static PyObject *Pump_run(Pump *self, PyObject *args) {
+    Py_buffer tb;
+    Py_ssize_t i;
+    long long seq0, step;
+    double next_after, deadline;
+    int others_live;
+    if (!PyArg_ParseTuple(args, "y*nLLddi", &tb, &i, &seq0, &step, &next_after, &deadline,
+                          &others_live))
+        return NULL;
+    const double *times = (const double *)tb.buf;
+    Py_ssize_t n = tb.len / (Py_ssize_t)sizeof(double);
+    long long skipped = 0;
+    PyObject *others = PyList_New(0), *exports = PyList_New(0), *failed = NULL;
+    if (!others || !exports) goto error;
+    self->in_run = 1;
+    double now = mono() - self->start_at;
+    for (;;) {
+        if (now >= deadline) break;
+        int started = 0;
+        while (i < n && times[i] <= now && started < self->batch) {
+            double t = times[i];
+            long long seq = seq0 + (long long)i * step;
+            i++;
+            started++;
+            /* a due connection this late is skipped: starting it would measure our
+               backlog (engine.py) */
+            if (self->live + others_live >= self->max_inflight || now - t > self->skip_lag) {
+                skipped++;
+                continue;
+            }
+            int err = start_one(self, seq, t, now);
+            if (err < 0) goto error;
+            if (err) {
+                failed = Py_BuildValue("(idd)", err, t, now);
+                if (!failed) goto error;
+                goto out;
+            }
+        }
+        double nxt = i < n ? times[i] : next_after;
+        if (i == n && (next_after <= now ||
+                       (next_after == INFINITY && !self->live && !others_live)))
+            break;
+        while (self->head >= 0 && now - self->conns[self->head].start >= self->timeout)
+            if (export(self, exports, self->head, 0, ACT_EXPIRE, 0) < 0) goto error;
+        if (PyList_GET_SIZE(exports) || self->nrows >= self->fold_max) break;
+        double wait = 0.0;
+        if (started < self->batch && nxt > now) {
+            double wake = nxt < deadline ? nxt : deadline;
+            if (self->head >= 0 && self->conns[self->head].start + self->timeout < wake)
+                wake = self->conns[self->head].start + self->timeout;
+            /* on the grid (engine.on_grid), the tolerance keeps a time on it there */
+            wake = ceil(wake / self->grid - 1e-6) * self->grid;
+            wait = wake - now;
+            if (wait > self->fold_idle && self->nrows >= self->fold_rows) break;
+            if (wait <= self->spin) wait = 0.0;
+            else if (arm(self, wake) < 0) goto error;
+        }
+        int rc = poll_core(self, wait > 0 ? -1.0 : 0.0, self->maxevents, nxt, others,
+                           exports, &now);
+        if (rc < 0) goto error;
+        if (rc > 0 || PyList_GET_SIZE(others) || PyList_GET_SIZE(exports)) break;
+    }
+out:
+    self->in_run = 0;
+    PyBuffer_Release(&tb);
+    if (!failed) failed = Py_NewRef(Py_None);
+    return Py_BuildValue("(nLdNNN)", i, skipped, now, others, exports, failed);
 error:
+    self->in_run = 0;
+    PyBuffer_Release(&tb);
     Py_XDECREF(others);
     Py_XDECREF(exports);
+    Py_XDECREF(failed);
     return NULL;
 }
 
@@ -528,16 +748,83 @@ static PyObject *Pump_set_ok(Pump *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
-/* Pump.take() -> (rows, ok, attempted, late): what was recorded since the last take;
-   rows: native doubles, five per finished connection (stats.Recorder.done's layout) */
+/* Pump.take() -> (rows, ok, attempted, late, hists): what was recorded since the last
+   take; rows: native doubles, five per finished connection (stats.Recorder.done's
+   layout), unless histograms are bound (Pump.bind): then hists has each one's
+   (count, min, max) of what was added, and rows is empty */
 static PyObject *Pump_take(Pump *self, PyObject *Py_UNUSED(ignored)) {
     PyObject *rows = PyBytes_FromStringAndSize((const char *)self->rows,
                                                self->nrows * 5 * (Py_ssize_t)sizeof(double));
-    if (!rows) return NULL;
-    PyObject *out = Py_BuildValue("(NLLL)", rows, self->ok_count, self->attempted, self->late);
+    PyObject *hists = PyList_New(0);
+    if (!rows || !hists) goto error;
+    for (int h = 0; self->bound && h < NHIST; h++) {
+        Hist *hs = &self->hist[h];
+        PyObject *t = Py_BuildValue("(LLL)", hs->total, hs->min, hs->max);
+        if (!t || PyList_Append(hists, t) < 0) {
+            Py_XDECREF(t);
+            goto error;
+        }
+        Py_DECREF(t);
+        hs->total = hs->min = hs->max = 0;
+    }
+    PyObject *out = Py_BuildValue("(NLLLN)", rows, self->ok_count, self->attempted, self->late,
+                                  hists);
     self->nrows = 0;
     self->ok_count = self->attempted = self->late = 0;
     return out;
+error:
+    Py_XDECREF(rows);
+    Py_XDECREF(hists);
+    return NULL;
+}
+
+/* Pump._record(h, seconds): record one value into bound histogram h, as a finished
+   connection would (for the tests, which hold it against hdrh's record_value) */
+static PyObject *Pump__record(Pump *self, PyObject *args) {
+    int h;
+    double seconds;
+    if (!PyArg_ParseTuple(args, "id", &h, &seconds)) return NULL;
+    if (!self->bound || h < 0 || h >= NHIST)
+        return PyErr_Format(PyExc_ValueError, "no bound histogram %d", h);
+    record(self, h, seconds);
+    Py_RETURN_NONE;
+}
+
+/* Pump.bind(counts, unit_magnitude, sub_bucket_half_count_magnitude,
+   sub_bucket_half_count, sub_bucket_mask, highest): from now on, record the latencies
+   of connections that finish well straight into these seven histograms' counts (hdrh's
+   ctypes arrays, stats.HISTOGRAMS' order), the count, min and max of what was added
+   returned by take() for their Python objects.  Why: stats.fill's numpy pass, in the
+   worker between two connections, costs ~1 us per connection and stalls the schedule
+   for 1-2.5 ms every 1,024 connections (measured at 20k/s; numpy's pages go cold on
+   this VM within ~10 ms, docs/run.md); here it is ~50 ns, inline. */
+static PyObject *Pump_bind(Pump *self, PyObject *args) {
+    PyObject *seq;
+    if (!PyArg_ParseTuple(args, "OiiLLL", &seq, &self->unit_mag, &self->half_mag,
+                          &self->half_count, &self->sub_mask, &self->highest))
+        return NULL;
+    PyObject *fast = PySequence_Fast(seq, "bind: counts must be a sequence");
+    if (!fast) return NULL;
+    if (PySequence_Fast_GET_SIZE(fast) != NHIST) {
+        Py_DECREF(fast);
+        return PyErr_Format(PyExc_ValueError, "bind: %d histograms expected", NHIST);
+    }
+    unbind(self);
+    for (int h = 0; h < NHIST; h++) {
+        Hist *hs = &self->hist[h];
+        if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(fast, h), &hs->view,
+                               PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0) {
+            for (int k = 0; k < h; k++) PyBuffer_Release(&self->hist[k].view);
+            Py_DECREF(fast);
+            return NULL;
+        }
+        hs->counts = (uint64_t *)hs->view.buf;
+        hs->len = hs->view.len / (Py_ssize_t)sizeof(uint64_t);
+        hs->total = hs->min = hs->max = 0;
+    }
+    Py_DECREF(fast);
+    self->bound = 1;
+    Py_RETURN_NONE;
 }
 
 /* Pump.abandon(): close every connection of ours (stop, exit), counting nothing */
@@ -582,9 +869,20 @@ static PyMethodDef Pump_methods[] = {
      "start(seq, sched, now) -> 0 or the errno that failed the connection"},
     {"poll", (PyCFunction)Pump_poll, METH_VARARGS,
      "poll(timeout, maxevents, until) -> (now, others, exports)"},
+    {"pace", (PyCFunction)Pump_pace, METH_VARARGS,
+     "pace(timeout, skip_lag, max_inflight, batch, grid, spin, fold_rows, fold_max, "
+     "fold_idle, timer_fd)"},
+    {"run", (PyCFunction)Pump_run, METH_VARARGS,
+     "run(times, i, seq0, step, next_after, deadline, others_live) -> "
+     "(i, skipped, now, others, exports, failed)"},
     {"expire", (PyCFunction)Pump_expire, METH_VARARGS, "expire(now, limit) -> exports"},
     {"set_ok", (PyCFunction)Pump_set_ok, METH_VARARGS, "set_ok(eof, data)"},
-    {"take", (PyCFunction)Pump_take, METH_NOARGS, "take() -> (rows, ok, attempted, late)"},
+    {"take", (PyCFunction)Pump_take, METH_NOARGS,
+     "take() -> (rows, ok, attempted, late, [(count, min, max)] of the bound histograms)"},
+    {"_record", (PyCFunction)Pump__record, METH_VARARGS, "_record(h, seconds): tests only"},
+    {"bind", (PyCFunction)Pump_bind, METH_VARARGS,
+     "bind(counts, unit_magnitude, sub_bucket_half_count_magnitude, sub_bucket_half_count, "
+     "sub_bucket_mask, highest)"},
     {"abandon", (PyCFunction)Pump_abandon, METH_NOARGS, "close every connection of ours"},
     {NULL, NULL, 0, NULL},
 };

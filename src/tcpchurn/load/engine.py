@@ -32,19 +32,21 @@ import math
 import os
 import select
 import time
+from array import array
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from tcpchurn.load.config import LoadConfig
 from tcpchurn.load.conn import DONE, EPOLLIN, Conn, Connections
 from tcpchurn.load.conn import error_name as error_name  # re-exported (tests, callers)
+from tcpchurn.load.emitter import Emitter
 from tcpchurn.load.http import build_request
 from tcpchurn.load.process import raise_nofile as raise_nofile  # re-exported (runner.py)
 from tcpchurn.load.process import tuned_for_load
 from tcpchurn.load.pump import close_mode, engine_kind
 from tcpchurn.load.schedule import INF, Schedule
+from tcpchurn.load.stats import HIGHEST_US, HISTOGRAMS, IntervalStats, Recorder
 from tcpchurn.load.stats import LATE_S as LATE_S  # re-exported: the lag that makes "late"
-from tcpchurn.load.stats import IntervalStats, Recorder
 from tcpchurn.load.timerfd import Timer
 
 if TYPE_CHECKING:
@@ -73,6 +75,9 @@ FOLD_MIN = 5 * 256  # ... and at least this many floats (256 connections) are pe
 #: schedule stays well under the 2 ms lag bar (4096 took 0.33 ms, and what was left for
 #: the interval's end 2.7 ms: bench/ceiling.py at 80% then had lag p99 2-10 ms)
 FOLD_MAX = 5 * 1024
+#: due times handed to the C loop (Pump.run) at once: ~25 ms of a worker's share at
+#: 20k/s, so the Python turn that computes them (~0.2 us a time) is rare and short
+REFILL = 512
 END_GRACE_S = 0.05  # after ``duration``, connections still due may start this late
 STOP_GRACE_S = 1.0  # after stop(): how long in-flight connections may still finish
 
@@ -88,6 +93,21 @@ def on_grid(t: float) -> float:
     return math.ceil(t / WAKE_GRID_S - 1e-6) * WAKE_GRID_S
 
 
+class _Span:
+    """Where a run is: interval ``k`` began at ``t0``; scheduling ends at ``end_t`` (the
+    duration, or the moment of a stop); after a stop, what is still open at
+    ``drain_until`` is abandoned.  (A due connection later than ``max(timeout, 1 s)`` is
+    skipped, not started: starting it would measure our own backlog.)"""
+
+    __slots__ = ("drain_until", "end_t", "k", "t0")
+
+    def __init__(self, end_t: float) -> None:
+        self.k = 0
+        self.t0 = 0.0
+        self.end_t = end_t
+        self.drain_until = INF
+
+
 class Engine(Connections):
     """Runs worker ``index`` of ``count``: its share of ``cfg``'s schedule.
 
@@ -96,6 +116,8 @@ class Engine(Connections):
     too: any byte means stop, EOF means the parent died (stop at once, no grace).
     ``recycle``: ``emit`` is done with the stats when it returns (a worker encodes them
     onto its pipe), so their histograms are reused for a later interval.
+    ``background``: ``emit`` (and the recycling) run in a thread (emitter.py), not in the
+    load loop; :meth:`run` returns once everything is emitted.
     """
 
     def __init__(
@@ -108,10 +130,13 @@ class Engine(Connections):
         control_fd: int | None = None,
         clock: Callable[[], float] = time.monotonic,
         recycle: bool = False,
+        background: bool = False,
     ) -> None:
         self.cfg = cfg
         self.emit = emit
         self.recycle = recycle
+        self.background = background
+        self._emitter: Emitter | None = None
         self.index = index
         self.count = count
         self.clock = clock
@@ -178,68 +203,78 @@ class Engine(Connections):
             self.pump = Pump(ep.fileno(), self.af, self.cfg.target.sockaddr,
                              [(ip, 0) for ip in self.sources], self.request,
                              close_mode(self.cfg.close), self.start_at, LATE_S, MAX_EVENTS)
+            self._bind()
+        if self.background:
+            self._emitter = Emitter(self.emit, self._emitted)
         try:
             with tuned_for_load():  # RLIMIT_NOFILE, timer slack, no GC pauses
-                self._loop(ep, timer)
+                if self.pump is not None:
+                    self._loop_c(ep, timer, self.pump)
+                else:
+                    self._loop(ep, timer)
         finally:
             self._abandon()
             timer.close()
             ep.close()
+            if self._emitter is not None:
+                emitter, self._emitter = self._emitter, None
+                emitter.close()
+
+    def _wait_start(self, ep: select.epoll, timer: Timer) -> None:
+        while self.clock() < self.start_at and not self.stopping:
+            timer.arm(self.start_at)  # every worker starts at the same instant
+            self._poll(ep, timer, self.start_at - self.clock())
+
+    def _tick(self, run: _Span, now: float) -> float:
+        """Take a stop into account and close the intervals over by ``now``; return the
+        current interval's end.
+
+        Intervals are wall-clock: a connection counts in the interval where it really
+        started (achieved_rate), so the loops close intervals before starting more.
+        """
+        if self.stopping and run.drain_until == INF:
+            run.end_t = min(max(now, run.t0), run.end_t)
+            run.drain_until = now if self.orphaned else now + min(STOP_GRACE_S,
+                                                                  self.cfg.timeout)
+            self.sched.next_time = INF
+        interval = self.cfg.interval
+        t1 = (run.k + 1) * interval
+        while t1 <= now and t1 < run.end_t:
+            self._emit(run.k, run.t0, t1)
+            run.k += 1
+            run.t0 = t1
+            t1 = (run.k + 1) * interval
+        return t1
 
     def _loop(self, ep: select.epoll, timer: Timer) -> None:
-        cfg = self.cfg
         sched = self.sched
         clock = self.clock
         start_at = self.start_at
-        interval = cfg.interval
-        timeout = cfg.timeout
+        timeout = self.cfg.timeout
         conns = self.conns
         rec = self.rec
         start = self._start
-        pump = self.pump
-        pump_start = pump.start if pump is not None else None
-        fail_early = self._fail_early
         advance = sched.advance
         max_inflight = self.max_inflight
-        # a due connection this late is skipped: starting it would measure our backlog
-        skip_lag = max(timeout, 1.0)
-        end_t = cfg.duration  # when scheduling ends
-        drain_until = INF  # after a stop: abandon what is still open at this time
-        k = 0
-        t0 = 0.0
-        while clock() < start_at and not self.stopping:
-            timer.arm(start_at)  # every worker starts at the same instant
-            self._poll(ep, timer, start_at - clock())
+        skip_lag = max(timeout, 1.0)  # see _Span
+        run = _Span(self.cfg.duration)
+        tick = self._tick
+        self._wait_start(ep, timer)
         while True:
             now = clock() - start_at
-            if self.stopping and drain_until == INF:
-                end_t = min(max(now, t0), end_t)
-                drain_until = now if self.orphaned else now + min(STOP_GRACE_S, timeout)
-                sched.next_time = INF
-            # intervals are wall-clock: a connection counts in the interval where it
-            # really started (achieved_rate), so close the interval before starting more
-            t1 = (k + 1) * interval
-            while t1 <= now and t1 < end_t:
-                self._emit(k, t0, t1)
-                k += 1
-                t0 = t1
-                t1 = (k + 1) * interval
+            t1 = tick(run, now)
+            end_t = run.end_t
+            drain_until = run.drain_until
             nxt = sched.next_time
             if now >= end_t + END_GRACE_S and nxt != INF:
                 # the run's time is over: what a saturated generator could not start by
                 # now is skipped (counted), not started late after the end
                 nxt = self._skip_rest()
             started = 0
-            inflight = self._inflight()
+            inflight = len(conns)
             while nxt <= now and started < BATCH:
                 if inflight >= max_inflight or now - nxt > skip_lag:
                     rec.skipped += 1
-                elif pump_start is not None:
-                    err = pump_start(sched.next_seq, nxt, now)
-                    if err:
-                        fail_early(err, nxt, now)
-                    else:
-                        inflight += 1
                 else:
                     start(sched.next_seq, nxt, now, ep)
                     inflight = len(conns)
@@ -249,21 +284,16 @@ class Engine(Connections):
                 self._expire(now)
             if len(rec.done) >= FOLD_MAX:
                 rec.fold()  # never idle (saturated): bound the stall and the memory
-            if nxt == INF and (not self._inflight() or now >= drain_until):
+            if nxt == INF and (not conns or now >= drain_until):
                 self._abandon()
-                self._emit(k, t0, end_t)
+                self._emit(run.k, run.t0, end_t)
                 return
             if started >= BATCH or nxt <= now:  # more due now: serve I/O, come back
                 wait = 0.0
             else:
                 wake = min(nxt, t1 if t1 < end_t else INF, drain_until)
-                if conns:
-                    # the oldest first (dict order), but for what the C path handed over
-                    oldest = (next(iter(conns.values())).start if pump is None
-                              else min(c.start for c in conns.values()))
-                    wake = min(wake, oldest + timeout)
-                if pump is not None and pump.live:
-                    wake = min(wake, pump.oldest + timeout)
+                if conns:  # the oldest first (dict order)
+                    wake = min(wake, next(iter(conns.values())).start + timeout)
                 wake = on_grid(wake)
                 wait = wake - now
                 if wait > FOLD_IDLE_S and len(rec.done) >= FOLD_MIN:
@@ -273,8 +303,73 @@ class Engine(Connections):
                     wait = 0.0
                 elif wait != INF:
                     timer.arm(start_at + wake)
-            # `until`: the C path stops serving events about when the next one is due
-            self._poll(ep, timer, wait, nxt)
+            self._poll(ep, timer, wait)
+
+    def _loop_c(self, ep: select.epoll, timer: Timer, pump: Pump) -> None:
+        """:meth:`_loop` with the per-connection work in C: ``Pump.run`` starts what is
+        due, serves the events, times connections out and sleeps between, on the same
+        grid and rules, until something needs Python.  Here: the intervals, the stop and
+        the end, the next due times (:data:`REFILL` at a time), folding the stats, and
+        what the C path hands over (conn.py)."""
+        sched = self.sched
+        clock = self.clock
+        start_at = self.start_at
+        timeout = self.cfg.timeout
+        conns = self.conns
+        rec = self.rec
+        step = self.count
+        pump.pace(timeout, max(timeout, 1.0), self.max_inflight, BATCH, WAKE_GRID_S, SPIN_S,
+                  FOLD_MIN // 5, FOLD_MAX // 5, FOLD_IDLE_S, timer.fd)
+        times = array("d")  # due times not yet taken: times[i:]; times[j] is seq0 + j step
+        i = 0
+        seq0 = 0
+        run = _Span(self.cfg.duration)
+        self._wait_start(ep, timer)
+        while True:
+            now = clock() - start_at
+            t1 = self._tick(run, now)
+            end_t = run.end_t
+            drain_until = run.drain_until
+            if self.stopping:
+                times, i = array("d"), 0  # nothing more starts
+            left = i < len(times) or sched.next_time != INF
+            if left and now >= end_t + END_GRACE_S:
+                rec.skipped += len(times) - i  # as in _loop: not started late after the end
+                times, i = array("d"), 0
+                left = self._skip_rest() != INF
+            if not left and (not self._inflight() or now >= drain_until):
+                self._abandon()
+                self._emit(run.k, run.t0, end_t)
+                return
+            if i == len(times) and left:
+                seq0 = sched.next_seq
+                times, i = array("d"), 0
+                nxt = sched.next_time
+                while nxt != INF and len(times) < REFILL:
+                    times.append(nxt)
+                    nxt = sched.advance()
+            if conns:
+                self._expire(now)
+            deadline = t1 if t1 < end_t else end_t + END_GRACE_S if left else INF
+            deadline = min(deadline, drain_until)
+            if conns:
+                deadline = min(deadline, min(c.start for c in conns.values()) + timeout)
+            i, skipped, now, others, exports, failed = pump.run(
+                times, i, seq0, step, sched.next_time, deadline, len(conns))
+            timer.armed_at = -1.0  # run() arms the timer and consumes its expiries itself
+            rec.skipped += skipped
+            if failed is not None:
+                self._fail_early(*failed)
+            for x in exports:
+                self._adopt(x, now)
+            self._dispatch(others, now, timer)
+            if pump.pending:
+                self._take()
+            pending = len(rec.done)
+            if pending >= FOLD_MIN:
+                nxt = times[i] if i < len(times) else sched.next_time
+                if pending >= FOLD_MAX or nxt - now > FOLD_IDLE_S:
+                    rec.fold()  # idle (or never): histogram work now, not at the end
 
     def _skip_rest(self) -> float:
         sched = self.sched
@@ -288,19 +383,22 @@ class Engine(Connections):
     def _inflight(self) -> int:
         return len(self.conns) + (self.pump.live if self.pump is not None else 0)
 
-    def _poll(self, ep: select.epoll, timer: Timer, wait: float, until: float = INF) -> None:
+    def _poll(self, ep: select.epoll, timer: Timer, wait: float) -> None:
         # the timer fd, armed for any finite wait, does the wake-up: a poll timeout too
         # would start and cancel a second hrtimer per sleep
         timeout = 0.0 if wait <= 0 else -1.0
         pump = self.pump
         if pump is not None:
-            # the C path serves its own connections' events and returns the rest
-            now, events, exports = pump.poll(timeout, MAX_EVENTS, until)
+            # before the start only: nothing of the C path's is open yet
+            now, events, exports = pump.poll(timeout, MAX_EVENTS, INF)
             for x in exports:
                 self._adopt(x, now)
         else:
             events = ep.poll(timeout, MAX_EVENTS)
             now = self.clock() - self.start_at
+        self._dispatch(events, now, timer)
+
+    def _dispatch(self, events: list[tuple[int, int]], now: float, timer: Timer) -> None:
         get = self.conns.get
         event = self._event
         for fd, ev in events:
@@ -311,15 +409,23 @@ class Engine(Connections):
                 timer.clear()
             elif fd == self.control_fd:
                 self._control()
-        if pump is not None and pump.pending:
-            self._take()
+
+    def _bind(self) -> None:
+        """Have the C path record latencies straight into this interval's histograms."""
+        assert self.pump is not None
+        hists = self.rec.hists
+        h = hists[HISTOGRAMS[0]]  # all seven have the same layout (stats.new_histogram)
+        self.pump.bind([hists[name].counts for name in HISTOGRAMS], h.unit_magnitude,
+                       h.sub_bucket_half_count_magnitude, h.sub_bucket_half_count,
+                       h.sub_bucket_mask, HIGHEST_US)
 
     def _take(self) -> None:
-        """Move what the C path recorded into the recorder (rows in the same layout)."""
+        """Move what the C path counted into the recorder."""
         assert self.pump is not None
-        rows, ok, attempted, late = self.pump.take()
+        rows, ok, attempted, late, added = self.pump.take()
         rec = self.rec
-        rec.done.frombytes(rows)
+        rec.done.frombytes(rows)  # none while histograms are bound
+        rec.counted(added)
         rec.ok += ok
         rec.attempted += attempted
         rec.late += late
@@ -350,7 +456,16 @@ class Engine(Connections):
         if self.pump is not None:
             self._take()
         st = self.rec.flush(k, t0, t1 - t0, target, self._inflight())
-        self.emit(st)
+        if self.pump is not None:
+            self._bind()  # the next interval's histograms
+        if self._emitter is not None:
+            self._emitter.put(st)
+        else:
+            self.emit(st)
+            self._emitted(st)
+
+    def _emitted(self, st: IntervalStats) -> None:
+        """After ``emit(st)``: its histograms back for a later interval, and a GC pass."""
         if self.recycle:
             self.rec.recycle(st.hists)
         gc.collect(1)  # young generations only: ~0.1 ms (the collector is off in run())

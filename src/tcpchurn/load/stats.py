@@ -67,14 +67,23 @@ def new_histogram() -> HdrHistogram:
     return _uncycled(HdrHistogram(LOWEST_US, HIGHEST_US, SIGNIFICANT))
 
 
-def reset_histogram(hist: HdrHistogram) -> None:
+def reset_histogram(hist: HdrHistogram, whole: bool = False) -> None:
     """Empty ``hist`` for reuse, as ``HdrHistogram.reset`` does, in one memset.
 
     ``reset`` loops in Python over 23,552 counters (~2 ms); a fresh histogram instead
     costs its 188 KiB again in page faults on first use (46 per histogram, ~600 per
     interval for seven, ~6 ms of a worker's CPU on this VM, all at the interval's start).
+    Only the counters up to the highest value recorded can be non-zero, so only those
+    are cleared (``whole``: all of them, to touch every page before a run): all seven
+    whole took 4.2 ms at each interval's end, a second after the pages were last
+    touched (memory left alone that long is slow to touch again on this VM, ~20 us a
+    page: docs/run.md).
     """
-    np.ctypeslib.as_array(hist.counts)[:] = 0
+    counts = np.ctypeslib.as_array(hist.counts)
+    if whole:
+        counts[:] = 0
+    elif hist.total_count:
+        counts[: hist._counts_index_for(hist.max_value) + 1] = 0
     hist.total_count = 0
     hist.min_value = sys.maxsize
     hist.max_value = 0
@@ -129,12 +138,14 @@ class _Counts:
     first_error_s: dict[str, float]
     hists: dict[str, HdrHistogram]
 
-    def _init_counts(self) -> None:
+    def _init_counts(self, hists: dict[str, HdrHistogram] | None = None) -> None:
         self.target = 0.0
         self.attempted = self.ok = self.failed = self.late = self.skipped = 0
         self.errors = {}
         self.first_error_s = {}
-        self.hists = {name: new_histogram() for name in HISTOGRAMS}
+        # seven new histograms are 1.3 MB to allocate and fault in (~17 ms of a worker at
+        # each interval's end, measured): none when the caller brings its own
+        self.hists = hists if hists is not None else {n: new_histogram() for n in HISTOGRAMS}
 
     def _add_counts(self, other: _Counts) -> None:
         self.target += other.target
@@ -169,12 +180,13 @@ class IntervalStats(_Counts):
     (so merged workers add up); ``inflight`` the connections still open at its end.
     """
 
-    def __init__(self, index: int = 0, t0: float = 0.0, length: float = 1.0) -> None:
+    def __init__(self, index: int = 0, t0: float = 0.0, length: float = 1.0,
+                 hists: dict[str, HdrHistogram] | None = None) -> None:
         self.index = index
         self.t0 = t0
         self.length = length
         self.inflight = 0
-        self._init_counts()
+        self._init_counts(hists)
 
     def merge(self, other: IntervalStats) -> IntervalStats:
         """Add another worker's stats of the same interval into this one; return self."""
@@ -221,14 +233,15 @@ class IntervalStats(_Counts):
     def decode(cls, data: bytes) -> IntervalStats:
         """The inverse of :meth:`encode`."""
         doc = json.loads(data)
-        st = cls(int(doc["index"]), float(doc["t0"]), float(doc["length"]))
+        blobs = doc["hists"]  # the empty ones are not sent
+        hists = {name: _uncycled(HdrHistogram.decode(blobs[name].encode("ascii")))
+                 if name in blobs else new_histogram() for name in HISTOGRAMS}
+        st = cls(int(doc["index"]), float(doc["t0"]), float(doc["length"]), hists)
         st.target = float(doc["target"])
         for key in ("attempted", "ok", "failed", "late", "skipped", "inflight"):
             setattr(st, key, int(doc[key]))
         st.errors = {str(k): int(v) for k, v in doc["errors"].items()}
         st.first_error_s = {str(k): float(v) for k, v in doc["first_error_s"].items()}
-        for name, blob in doc["hists"].items():
-            st.hists[name] = _uncycled(HdrHistogram.decode(blob.encode("ascii")))
         return st
 
     def __reduce__(self) -> tuple[Any, tuple[bytes]]:
@@ -305,8 +318,11 @@ class Recorder:
     def prefault(self) -> None:
         """Touch both sets of histograms now, before the run's clock starts."""
         for hist in self.hists.values():
-            reset_histogram(hist)
-        self.recycle({name: new_histogram() for name in HISTOGRAMS})
+            reset_histogram(hist, whole=True)
+        spare = {name: new_histogram() for name in HISTOGRAMS}
+        for hist in spare.values():
+            reset_histogram(hist, whole=True)
+        self._spare = spare
 
     def record(self, sched: float, start: float, conn: float, ttfb: float, end: float) -> None:
         """One finished connection (what the engine inlines as ``done.extend``)."""
@@ -322,25 +338,38 @@ class Recorder:
         """Connections recorded but not yet folded into the histograms."""
         return len(self.done) // 5
 
+    def counted(self, added: list[tuple[int, int, int]]) -> None:
+        """Account for values that the C path wrote into :attr:`hists`' counts itself
+        (``Pump.bind``): each histogram's ``(count, min, max)`` of them, in
+        :data:`HISTOGRAMS` order (none: nothing was bound)."""
+        for name, (n, low, high) in zip(HISTOGRAMS, added):  # noqa: B905 (none: [])
+            if n:
+                hist = self.hists[name]
+                hist.total_count += n
+                hist.min_value = min(hist.min_value, low)
+                hist.max_value = max(hist.max_value, high)
+
     def fold(self) -> None:
         """Move pending connections into this interval's histograms."""
         if self.done:
             done, self.done = self.done, array("d")
-            fill(self.hists, np.frombuffer(done, dtype=np.float64).reshape(-1, 5))
+            if len(done) <= 5 * FEW:
+                fill_few(self.hists, done)
+            else:
+                fill(self.hists, np.frombuffer(done, dtype=np.float64).reshape(-1, 5))
 
     def flush(
         self, index: int, t0: float, length: float, target: float, inflight: int
     ) -> IntervalStats:
         """Everything recorded since the last flush, as one :class:`IntervalStats`."""
         self.fold()
-        st = IntervalStats(index, t0, length)
+        st = IntervalStats(index, t0, length, self.hists)
         st.target = target
         st.inflight = inflight
         st.attempted, st.ok, st.late, st.skipped = self.attempted, self.ok, self.late, self.skipped
         st.failed = sum(self.errors.values())
         st.errors = self.errors
         st.first_error_s = self.first_error_s
-        st.hists = self.hists
         spare, self._spare = self._spare, None
         self.hists = spare if spare is not None else {n: new_histogram() for n in HISTOGRAMS}
         self.errors = {}
@@ -352,6 +381,31 @@ class Recorder:
 def _us(seconds: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
     out: np.ndarray[Any, Any] = np.rint(np.maximum(seconds, 0.0) * 1e6).astype(np.int64)
     return out
+
+
+#: up to this many connections, :meth:`Recorder.fold` records value by value in Python
+#: (~6 us a connection): numpy's code goes cold between the rare small folds of the C
+#: path (the ~40 responses a second that it hands over when nginx's ``Date:`` changes),
+#: and a cold numpy pass took 5-10 ms, a stall of the schedule (docs/run.md)
+FEW = 64
+
+
+def fill_few(hists: dict[str, HdrHistogram], done: array[float]) -> None:
+    """:func:`fill` for a few rows (``done``: :attr:`Recorder.done`), with hdrh's own
+    ``record_value`` and the same rounding (``round`` and ``np.rint`` both round half
+    to even)."""
+    def us(seconds: float) -> int:
+        return min(round(max(seconds, 0.0) * 1e6), HIGHEST_US)
+
+    lag = hists["schedule_lag"]
+    steps = [(hists[name], hists[f"{name}_actual"]) for name in ACTUAL]
+    for j in range(0, len(done), 5):
+        sched, start = done[j], done[j + 1]
+        lag.record_value(us(start - sched))
+        for (from_sched, from_start), at in zip(steps, done[j + 2:j + 5], strict=True):
+            if at >= 0.0:
+                from_sched.record_value(us(at - sched))
+                from_start.record_value(us(at - start))
 
 
 def fill(hists: dict[str, HdrHistogram], rows: np.ndarray[Any, Any]) -> None:

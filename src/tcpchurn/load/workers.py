@@ -71,7 +71,7 @@ def _child(out_fd: int, ctrl_fd: int) -> None:
             out.send_bytes(b"I" + st.encode())
 
         engine = Engine(cfg, emit, index=index, count=count, control_fd=ctrl.fileno(),
-                        recycle=True)
+                        recycle=True, background=True)
         engine.warm_up()
         granted = request_slice()
         out.send_bytes(b"R" + (str(granted).encode() if granted else b""))
