@@ -10,7 +10,7 @@ Starts nginx on loopback (generated config: ``worker_processes auto``, ``access_
 * tcpchurn's ceiling: a binary search for the highest target whose achieved rate is
   within 1% of the target with no error (every trial a real run of ``--trial`` seconds),
   with the worker count that maximised its raw rate in a probe (CPUs, CPUs+1, 2xCPUs),
-  as wrk gets its best threads/connections;
+  as wrk gets its best threads/connections, and ``--max-inflight 2048`` (MAX_INFLIGHT);
 
 then tcpchurn at 50% and 80% of its median ceiling: the rate error and the schedule-lag
 p99 there, and 80% once more through ``tcpchurn run`` (kernel sampling, timeline,
@@ -123,6 +123,13 @@ def hey(url: str, conns: int, secs: float) -> float | None:
 
 
 WORKERS = [0]  # tcpchurn's worker processes, chosen by the probe (0: one per CPU)
+#: tcpchurn's --max-inflight here, as wrk has its -c: near capacity, a stall of the VM
+#: (10-30 ms seen) leaves a backlog that, pushed into nginx at once, overflowed its two
+#: accept queues (2 x 4,096) and came back as SYN retransmissions a second later: a
+#: collapse.  At the cap, due connections wait (late, measured from their schedule) and
+#: the backlog drains on our side.  A/B at 0.95 x wrk: uncapped collapsed 1 of 2, 2,000
+#: and 500 held 2 of 2 (500 with twice the lag).
+MAX_INFLIGHT = 2048
 
 
 def _result(js: dict[str, Any], rate: float, worst: float) -> dict[str, float]:
@@ -143,7 +150,8 @@ def tcpchurn_trial(url: str, rate: float, secs: float) -> dict[str, float]:
     from tcpchurn.load.workers import WorkerPool
 
     cfg = LoadConfig(target=parse_target(url), rate=rate, duration=secs,
-                     workers=WORKERS[0] or default_workers(), timeout=2.0).validate()
+                     workers=WORKERS[0] or default_workers(), timeout=2.0,
+                     max_inflight=MAX_INFLIGHT).validate()
     totals = RunTotals()
     worst = 0.0
     with WorkerPool(cfg) as pool:
@@ -160,7 +168,7 @@ def cli_trial(url: str, rate: float, secs: float) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="tcpchurn-bench-run-") as out:
         argv = [sys.executable, "-m", "tcpchurn", "run", url, "--rate", f"{rate:g}",
                 "--duration", f"{secs:g}", "--timeout", "2", "--json", "--quiet",
-                "--out", f"{out}/run"]
+                "--max-inflight", str(MAX_INFLIGHT), "--out", f"{out}/run"]
         if WORKERS[0]:
             argv += ["--workers", str(WORKERS[0])]
         done = subprocess.run(argv, capture_output=True, text=True, timeout=secs + 120)
@@ -261,7 +269,8 @@ def main_inner(args: argparse.Namespace) -> None:
     print(f"{'tool':<34}{'median/s':>12}   rounds")
     for name, label in (("wrk", f"wrk -t{threads} -c{conns} Connection: close"),
                         ("ab", f"ab -c{conns}"), ("hey", f"hey -c{conns} no keep-alive"),
-                        ("tcpchurn", f"tcpchurn --workers {WORKERS[0]} (sustained)")):
+                        ("tcpchurn", f"tcpchurn --workers {WORKERS[0]} "
+                                     f"--max-inflight {MAX_INFLIGHT} (sustained)")):
         print(f"{label:<34}{fmt(med(name)):>12}   " + ", ".join(fmt(v) for v in rows[name]))
     if wrk_med:
         print(f"\ntcpchurn / wrk = {ceiling / wrk_med:.3f}")

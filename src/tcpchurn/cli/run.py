@@ -115,7 +115,9 @@ Examples:
 @click.option("--workers", type=int, default=None, metavar="N",
               help="Generator processes (default: one per core).")
 @click.option("--max-inflight", type=int, default=None, metavar="N",
-              help="Cap on open connections; starts beyond it count as skipped.")
+              help="Cap on open connections (default 50000): beyond it, due connections "
+                   "wait for one to end and count as late; after max(timeout, 1 s), as "
+                   "skipped.")
 @click.option("--interval", default="1", show_default=True, metavar="S",
               help="Seconds per timeline line / dashboard refresh.")
 @click.option("--detail-every", type=int, default=5, show_default=True, metavar="N",

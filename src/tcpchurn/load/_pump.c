@@ -665,15 +665,19 @@ static PyObject *Pump_run(Pump *self, PyObject *args) {
     double now = mono() - self->start_at;
     for (;;) {
         if (now >= deadline) break;
-        int started = 0;
+        int started = 0, full = 0;
         while (i < n && times[i] <= now && started < self->batch) {
             double t = times[i];
             long long seq = seq0 + (long long)i * step;
+            if (now - t <= self->skip_lag && self->live + others_live >= self->max_inflight) {
+                full = 1; /* it waits for a connection to end, and starts late */
+                break;
+            }
             i++;
             started++;
             /* a due connection this late is skipped: starting it would measure our
                backlog (engine.py) */
-            if (self->live + others_live >= self->max_inflight || now - t > self->skip_lag) {
+            if (now - t > self->skip_lag) {
                 skipped++;
                 continue;
             }
@@ -693,8 +697,9 @@ static PyObject *Pump_run(Pump *self, PyObject *args) {
             if (export(self, exports, self->head, 0, ACT_EXPIRE, 0) < 0) goto error;
         if (PyList_GET_SIZE(exports) || self->nrows >= self->fold_max) break;
         double wait = 0.0;
-        if (started < self->batch && nxt > now) {
-            double wake = nxt < deadline ? nxt : deadline;
+        if (full || (started < self->batch && nxt > now)) {
+            /* full: nothing starts before a connection ends (an event) or times out */
+            double wake = !full && nxt < deadline ? nxt : deadline;
             if (self->head >= 0 && self->conns[self->head].start + self->timeout < wake)
                 wake = self->conns[self->head].start + self->timeout;
             /* on the grid (engine.on_grid), the tolerance keeps a time on it there */

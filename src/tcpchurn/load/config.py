@@ -152,7 +152,9 @@ class LoadConfig:
 
     ``ramp`` seconds of linear rise from 0 to ``rate`` come first (inside ``duration``).
     ``max_inflight`` bounds open connections per run (split among workers); a due
-    connection that would exceed it is ``skipped`` and counted, never silently delayed.
+    connection that would exceed it waits for one to end and starts ``late`` (its
+    latencies counted from its schedule); one that waited more than ``max(timeout, 1 s)``
+    is ``skipped`` and counted.  Never silently delayed or dropped.
     """
 
     target: Target

@@ -96,8 +96,17 @@ def on_grid(t: float) -> float:
 class _Span:
     """Where a run is: interval ``k`` began at ``t0``; scheduling ends at ``end_t`` (the
     duration, or the moment of a stop); after a stop, what is still open at
-    ``drain_until`` is abandoned.  (A due connection later than ``max(timeout, 1 s)`` is
-    skipped, not started: starting it would measure our own backlog.)"""
+    ``drain_until`` is abandoned.
+
+    Both loops: at ``--max-inflight`` open connections, what is due waits for one to end
+    and starts late (its latencies count from its schedule, as wrk2's do when all its
+    connections are busy); a due connection later than ``max(timeout, 1 s)`` is skipped,
+    not started: starting it would measure our own backlog.  Why wait rather than skip
+    at once: near a server's capacity, a stall of the VM (10-30 ms seen) leaves a
+    backlog; pushed into the server all at once it overflowed nginx's accept queues
+    (4,096 each), whose dropped SYNs come back a second later (TCP_TIMEOUT_INIT) and
+    turned a stall into a collapse.  Held on our side it drains (bench/ceiling.py picks
+    the cap, as it picks wrk's ``-c``)."""
 
     __slots__ = ("drain_until", "end_t", "k", "t0")
 
@@ -272,9 +281,13 @@ class Engine(Connections):
                 nxt = self._skip_rest()
             started = 0
             inflight = len(conns)
+            full = False  # at --max-inflight: what is due waits for a connection to end
             while nxt <= now and started < BATCH:
-                if inflight >= max_inflight or now - nxt > skip_lag:
+                if now - nxt > skip_lag:
                     rec.skipped += 1
+                elif inflight >= max_inflight:
+                    full = True
+                    break
                 else:
                     start(sched.next_seq, nxt, now, ep)
                     inflight = len(conns)
@@ -282,16 +295,17 @@ class Engine(Connections):
                 nxt = advance()
             if inflight:
                 self._expire(now)
+                full = full and len(conns) >= max_inflight  # an expiry may free a slot
             if len(rec.done) >= FOLD_MAX:
                 rec.fold()  # never idle (saturated): bound the stall and the memory
             if nxt == INF and (not conns or now >= drain_until):
                 self._abandon()
                 self._emit(run.k, run.t0, end_t)
                 return
-            if started >= BATCH or nxt <= now:  # more due now: serve I/O, come back
+            if not full and (started >= BATCH or nxt <= now):  # more due: serve, come back
                 wait = 0.0
             else:
-                wake = min(nxt, t1 if t1 < end_t else INF, drain_until)
+                wake = min(INF if full else nxt, t1 if t1 < end_t else INF, drain_until)
                 if conns:  # the oldest first (dict order)
                     wake = min(wake, next(iter(conns.values())).start + timeout)
                 wake = on_grid(wake)
