@@ -4,6 +4,7 @@ Both paths (the ``engine`` fixture), against a loopback server that holds connec
 
 from __future__ import annotations
 
+import itertools
 import socket
 import time
 
@@ -30,7 +31,7 @@ def test_at_the_cap_due_connections_wait_and_start_late(engine: str) -> None:
     assert conns["late"] >= 3  # type: ignore[index]
     spans.sort()
     # never two at once: each was accepted after the one before it had answered
-    assert all(later[0] > earlier[1] for earlier, later in zip(spans, spans[1:]))
+    assert all(later[0] > earlier[1] for earlier, later in itertools.pairwise(spans))
 
 
 def test_a_connection_that_waits_too_long_is_skipped(engine: str) -> None:

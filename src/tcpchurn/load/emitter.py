@@ -1,10 +1,11 @@
 """A worker's interval output, off the load loop: encode, write to the pipe, recycle.
 
 Why a thread: on this VM, memory a process has left alone for more than ~10 ms is slow
-to touch again (~2-20 us a 4 KiB page, measured: a 1 MiB array summed in 46 us, or in
-1.3-9 ms after a 0.25 s sleep; bench/cold_memory.py), and the once-a-second work of an
-interval's end touches what nothing else touches: hdrh's encoder and zlib, the spare
-histograms, the code of all of it.  Done in the load loop, it stalled the schedule for
+to touch again (a 1 MiB array summed in 46 us, or after a 0.25 s sleep in 1.3-9 ms one
+hour and 0.18 ms the next: the host's doing; bench/cold_memory.py), and the
+once-a-second work of an interval's end touches what nothing else touches: hdrh's
+encoder and zlib, the spare histograms, the code of all of it.  Done in the load loop,
+it stalled the schedule for
 10-15 ms every second at 20k/s a worker: ~2% of the connections late, the lag p99 of a
 whole run at 5-10 ms.  Here it runs while the loop sleeps (the C path and ``epoll``
 release the GIL then), and the loop, woken, takes the GIL back within the switch
