@@ -49,7 +49,11 @@ def test_close_mode_decides_where_time_wait_is(
         closing = sum(d["states"].get(s, 0) for d in client["destinations"]
                       if d["remote"] == "198.18.0.1:80"
                       for s in ("TIME_WAIT", "FIN_WAIT1", "FIN_WAIT2"))
-        assert ours == client["sockstat"]["tw"] and closing == 100
+        # One may be missed: a socket that moves from FIN_WAIT2 to TIME_WAIT while the
+        # dump runs changes its hash chain (inet_twsk_hashdance_schedule), and a netlink
+        # dump resumes a chain by position between two recvmsg() calls (seen once in
+        # ~5 full suites: 99).
+        assert ours == client["sockstat"]["tw"] and 99 <= closing <= 100
         assert ours >= 90
     else:
         assert ours == 0 and client["sockstat"]["tw"] == 100

@@ -846,10 +846,6 @@ static PyObject *Pump_get_live(Pump *self, void *Py_UNUSED(closure)) {
     return PyLong_FromLong(self->live);
 }
 
-static PyObject *Pump_get_oldest(Pump *self, void *Py_UNUSED(closure)) {
-    return PyFloat_FromDouble(self->head >= 0 ? self->conns[self->head].start : INFINITY);
-}
-
 static PyObject *Pump_get_pending(Pump *self, void *Py_UNUSED(closure)) {
     return PyLong_FromSsize_t(self->nrows);
 }
@@ -894,7 +890,6 @@ static PyMethodDef Pump_methods[] = {
 
 static PyGetSetDef Pump_getset[] = {
     {"live", (getter)Pump_get_live, NULL, "connections in flight here", NULL},
-    {"oldest", (getter)Pump_get_oldest, NULL, "start of the oldest one (inf: none)", NULL},
     {"pending", (getter)Pump_get_pending, NULL, "finished connections not yet taken", NULL},
     {"event_cost", (getter)Pump_get_event_cost, (setter)Pump_set_event_cost,
      "seconds one event takes to serve, measured and smoothed: sizes poll's slices", NULL},

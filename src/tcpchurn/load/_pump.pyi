@@ -18,7 +18,6 @@ Export = tuple[int, int, int, int, int, float, float, float, float, bytes, bool]
 
 class Pump:
     live: int
-    oldest: float
     pending: int
     event_cost: float
     def __init__(self, epfd: int, af: int, addr: tuple[str, int],
