@@ -16,13 +16,26 @@ from tcpchurn.errors import BadValue, TcpchurnError
 from tcpchurn.kernel.procfs import Procfs
 from tcpchurn.kernel.snapshot import KernelSnapshot
 
+#: an interval's sample dumps the TCP states other than TIME_WAIT only while the last
+#: sample that dumped them took less than this.  The dump walks the whole socket hash,
+#: TIME_WAIT included (inet_diag filters by state per socket): ~40 ms of CPU with
+#: 131,072 TIME_WAIT, every second, against DESIGN.md's 1 ms for a per-second sample,
+#: and at 80% of the load's ceiling on 2 cores that walk showed as 10-17 ms of schedule
+#: lag (bench/ceiling.py, "80% run").  Beyond it, states come with the full dumps
+#: (``--detail-every``), which also measure the walk again; the others say
+#: ``"source": "sockstat"`` (TIME_WAIT from sockstat, other states null: schema §1).
+STATES_BUDGET_S = 0.002
+
 
 class Side:
     """Kernel samples of one side (client, or the watched server) with their deltas."""
 
-    def __init__(self, procfs: Procfs | None = None, remote: str | None = None) -> None:
+    def __init__(self, procfs: Procfs | None = None, remote: str | None = None,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
         self.procfs = procfs
         self.remote: Any = None
+        self.clock = clock
+        self.walk_s = 0.0  # what the last sample that dumped the states took
         self.t0 = time.monotonic()
         self.pid: int | None = None  # whose descriptors to count (a worker, the server)
         self._prev: KernelSnapshot | None = None
@@ -40,7 +53,12 @@ class Side:
         """
         if self.remote is not None:
             return self._remote_sample()
-        snap = KernelSnapshot.take(self.procfs, pid=self.pid, detail=detail, t0=self.t0)
+        states = detail or self.walk_s < STATES_BUDGET_S
+        started = self.clock()
+        snap = KernelSnapshot.take(self.procfs, pid=self.pid, detail=detail, states=states,
+                                   t0=self.t0)
+        if states:
+            self.walk_s = self.clock() - started
         out = snap.to_json(self._prev)
         self._prev = snap
         return out

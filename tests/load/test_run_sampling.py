@@ -54,3 +54,49 @@ def test_local_side_has_deltas_from_the_second_sample_on() -> None:
     assert second["counters_delta"] is not None and second["interval"] > 0
     assert second["t"] >= first["t"]
     side.close()
+
+
+def test_the_state_dump_is_left_to_full_samples_while_it_is_dear(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A per-interval sample dumps the states only while the last dump took less than
+    STATES_BUDGET_S; full samples always dump, and measure the walk again."""
+    from tcpchurn.kernel.snapshot import KernelSnapshot
+    from tcpchurn.sampling import STATES_BUDGET_S
+
+    now = [0.0]
+    cost = [STATES_BUDGET_S * 5]  # what a dump of the states takes now
+    asked: list[tuple[bool, bool]] = []
+    real_take = KernelSnapshot.take
+
+    def take(procfs: Procfs, **kw: Any) -> KernelSnapshot:
+        asked.append((kw["detail"], kw["states"]))
+        if kw["states"]:
+            now[0] += cost[0]
+        return real_take(procfs, **kw)
+
+    monkeypatch.setattr(KernelSnapshot, "take", take)
+    side = Side(Procfs(), clock=lambda: now[0])
+    try:
+        for detail in (False, False, False, True, False):
+            side.sample(detail)
+        cost[0] = STATES_BUDGET_S / 10  # the TIME_WAIT sockets are gone: cheap again
+        for detail in (True, False):
+            side.sample(detail)
+    finally:
+        side.close()
+    assert asked == [(False, True), (False, False), (False, False), (True, True),
+                     (False, False), (True, True), (False, True)]
+
+
+def test_a_sample_without_the_state_dump_says_so() -> None:
+    side = Side(Procfs())
+    side.walk_s = 1.0  # as after a dear dump
+    try:
+        sample = side.sample(detail=False)
+    finally:
+        side.close()
+    assert sample is not None
+    assert sample["tcp"]["source"] == "sockstat"
+    assert sample["tcp"]["states"]["TIME_WAIT"] == sample["sockstat"]["tw"]
+    assert sample["tcp"]["states"]["ESTABLISHED"] is None
