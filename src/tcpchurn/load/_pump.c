@@ -709,8 +709,11 @@ static PyObject *Pump_run(Pump *self, PyObject *args) {
             if (wait <= self->spin) wait = 0.0;
             else if (arm(self, wake) < 0) goto error;
         }
-        int rc = poll_core(self, wait > 0 ? -1.0 : 0.0, self->maxevents, nxt, others,
-                           exports, &now);
+        /* full: nothing is due before a slot frees, so serve all that is ready (by
+           `nxt`, long past, poll_core would stop after the first event: one wake-up per
+           connection, measured as 20% more system time at a cap of 64) */
+        int rc = poll_core(self, wait > 0 ? -1.0 : 0.0, self->maxevents,
+                           full ? INFINITY : nxt, others, exports, &now);
         if (rc < 0) goto error;
         if (rc > 0 || PyList_GET_SIZE(others) || PyList_GET_SIZE(exports)) break;
     }
