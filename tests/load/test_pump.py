@@ -28,7 +28,14 @@ from tcpchurn.load import pump
 from tcpchurn.load.config import LoadConfig, parse_target
 from tcpchurn.load.conn import Conn, Connections
 from tcpchurn.load.engine import Engine
-from tcpchurn.load.stats import HIGHEST_US, HISTOGRAMS, Recorder, RunTotals, new_histogram
+from tcpchurn.load.stats import (
+    HIGHEST_US,
+    HISTOGRAMS,
+    Recorder,
+    RunTotals,
+    counts_and_layout,
+    new_histogram,
+)
 from tcpchurn.server import ServerConfig, spawn
 from tests.load.nginx_helper import free_port
 from tests.load.runhelp import run_tcpchurn
@@ -240,10 +247,7 @@ def new_pump(port: int = 9) -> Pump:
 
 
 def bind(p: Pump, rec: Recorder) -> None:
-    h = rec.hists["total"]
-    p.bind([rec.hists[name].counts for name in HISTOGRAMS], h.unit_magnitude,
-           h.sub_bucket_half_count_magnitude, h.sub_bucket_half_count, h.sub_bucket_mask,
-           HIGHEST_US)
+    p.bind(*counts_and_layout(rec.hists))
 
 
 def test_bound_histograms_count_as_hdrh_does() -> None:

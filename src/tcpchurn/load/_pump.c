@@ -118,9 +118,8 @@ typedef struct {
     struct epoll_event *events;
     int maxevents;
     /* Pump.run's pacing (Pump.pace; engine.py's constants) */
-    double timeout, skip_lag, grid, spin, fold_idle;
+    double timeout, skip_lag, grid, spin;
     int max_inflight, batch;
-    Py_ssize_t fold_rows, fold_max;
     int timer_fd;    /* the engine's timerfd: run() arms it and consumes its expiries */
     double armed_at; /* when it is armed for (seconds from the start; -1: not armed) */
     int in_run;      /* serve_all swallows the timer's events only inside run() */
@@ -597,13 +596,11 @@ static PyObject *Pump_poll(Pump *self, PyObject *args) {
     return Py_BuildValue("(dNN)", now, others, exports);
 }
 
-/* Pump.pace(timeout, skip_lag, max_inflight, batch, grid, spin, fold_rows, fold_max,
-   fold_idle, timer_fd): the engine's pacing constants, for run() (engine.py explains
-   each; fold_rows and fold_max count finished connections) */
+/* Pump.pace(timeout, skip_lag, max_inflight, batch, grid, spin, timer_fd): the engine's
+   pacing constants, for run() (engine.py explains each) */
 static PyObject *Pump_pace(Pump *self, PyObject *args) {
-    if (!PyArg_ParseTuple(args, "ddiiddnndi", &self->timeout, &self->skip_lag,
+    if (!PyArg_ParseTuple(args, "ddiiddi", &self->timeout, &self->skip_lag,
                           &self->max_inflight, &self->batch, &self->grid, &self->spin,
-                          &self->fold_rows, &self->fold_max, &self->fold_idle,
                           &self->timer_fd))
         return NULL;
     Py_RETURN_NONE;
@@ -642,8 +639,6 @@ static int arm(Pump *self, double wake) {
    * a connection must be handed over (exports: errors, a new response, a timeout);
    * an event is not ours (others: the control pipe, connections conn.py owns);
    * a start failed before any event: failed = (errno, sched, now), else None;
-   * the engine is idle (the next thing to do is fold_idle away) and at least fold_rows
-     connections finished, or fold_max did: their stats are folded in Python;
    * nothing is left: every time is taken, next_after is inf and none is in flight;
    * a signal's handler ran.
    others_live: connections conn.py owns, for --max-inflight. */
@@ -695,7 +690,7 @@ static PyObject *Pump_run(Pump *self, PyObject *args) {
             break;
         while (self->head >= 0 && now - self->conns[self->head].start >= self->timeout)
             if (export(self, exports, self->head, 0, ACT_EXPIRE, 0) < 0) goto error;
-        if (PyList_GET_SIZE(exports) || self->nrows >= self->fold_max) break;
+        if (PyList_GET_SIZE(exports)) break;
         double wait = 0.0;
         if (full || (started < self->batch && nxt > now)) {
             /* full: nothing starts before a connection ends (an event) or times out */
@@ -705,7 +700,6 @@ static PyObject *Pump_run(Pump *self, PyObject *args) {
             /* on the grid (engine.on_grid), the tolerance keeps a time on it there */
             wake = ceil(wake / self->grid - 1e-6) * self->grid;
             wait = wake - now;
-            if (wait > self->fold_idle && self->nrows >= self->fold_rows) break;
             if (wait <= self->spin) wait = 0.0;
             else if (arm(self, wake) < 0) goto error;
         }
@@ -849,10 +843,6 @@ static PyObject *Pump_get_live(Pump *self, void *Py_UNUSED(closure)) {
     return PyLong_FromLong(self->live);
 }
 
-static PyObject *Pump_get_pending(Pump *self, void *Py_UNUSED(closure)) {
-    return PyLong_FromSsize_t(self->nrows);
-}
-
 static PyObject *Pump_get_event_cost(Pump *self, void *Py_UNUSED(closure)) {
     return PyFloat_FromDouble(self->ev_cost);
 }
@@ -874,8 +864,7 @@ static PyMethodDef Pump_methods[] = {
     {"poll", (PyCFunction)Pump_poll, METH_VARARGS,
      "poll(timeout, maxevents, until) -> (now, others, exports)"},
     {"pace", (PyCFunction)Pump_pace, METH_VARARGS,
-     "pace(timeout, skip_lag, max_inflight, batch, grid, spin, fold_rows, fold_max, "
-     "fold_idle, timer_fd)"},
+     "pace(timeout, skip_lag, max_inflight, batch, grid, spin, timer_fd)"},
     {"run", (PyCFunction)Pump_run, METH_VARARGS,
      "run(times, i, seq0, step, next_after, deadline, others_live) -> "
      "(i, skipped, now, others, exports, failed)"},
@@ -893,7 +882,6 @@ static PyMethodDef Pump_methods[] = {
 
 static PyGetSetDef Pump_getset[] = {
     {"live", (getter)Pump_get_live, NULL, "connections in flight here", NULL},
-    {"pending", (getter)Pump_get_pending, NULL, "finished connections not yet taken", NULL},
     {"event_cost", (getter)Pump_get_event_cost, (setter)Pump_set_event_cost,
      "seconds one event takes to serve, measured and smoothed: sizes poll's slices", NULL},
     {NULL, NULL, NULL, NULL, NULL},

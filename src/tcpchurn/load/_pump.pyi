@@ -18,7 +18,6 @@ Export = tuple[int, int, int, int, int, float, float, float, float, bytes, bool]
 
 class Pump:
     live: int
-    pending: int
     event_cost: float
     def __init__(self, epfd: int, af: int, addr: tuple[str, int],
                  sources: list[tuple[str, int]], request: bytes, close_mode: int,
@@ -27,8 +26,7 @@ class Pump:
     def poll(self, timeout: float, maxevents: int, until: float, /
              ) -> tuple[float, list[tuple[int, int]], list[Export]]: ...
     def pace(self, timeout: float, skip_lag: float, max_inflight: int, batch: int,
-             grid: float, spin: float, fold_rows: int, fold_max: int, fold_idle: float,
-             timer_fd: int, /) -> None: ...
+             grid: float, spin: float, timer_fd: int, /) -> None: ...
     def run(self, times: Buffer, i: int, seq0: int, step: int, next_after: float,
             deadline: float, others_live: int, /
             ) -> tuple[int, int, float, list[tuple[int, int]], list[Export],

@@ -45,8 +45,8 @@ from tcpchurn.load.process import raise_nofile as raise_nofile  # re-exported (r
 from tcpchurn.load.process import tuned_for_load
 from tcpchurn.load.pump import close_mode, engine_kind
 from tcpchurn.load.schedule import INF, Schedule
-from tcpchurn.load.stats import HIGHEST_US, HISTOGRAMS, IntervalStats, Recorder
 from tcpchurn.load.stats import LATE_S as LATE_S  # re-exported: the lag that makes "late"
+from tcpchurn.load.stats import IntervalStats, Recorder, counts_and_layout
 from tcpchurn.load.timerfd import Timer
 
 if TYPE_CHECKING:
@@ -333,7 +333,7 @@ class Engine(Connections):
         rec = self.rec
         step = self.count
         pump.pace(timeout, max(timeout, 1.0), self.max_inflight, BATCH, WAKE_GRID_S, SPIN_S,
-                  FOLD_MIN // 5, FOLD_MAX // 5, FOLD_IDLE_S, timer.fd)
+                  timer.fd)
         times = array("d")  # due times not yet taken: times[i:]; times[j] is seq0 + j step
         i = 0
         seq0 = 0
@@ -377,8 +377,8 @@ class Engine(Connections):
             for x in exports:
                 self._adopt(x, now)
             self._dispatch(others, now, timer)
-            if pump.pending:
-                self._take()
+            # rec.done holds only what conn.py finished (the C path writes its own
+            # latencies into the bound histograms): few rows, folded when idle
             pending = len(rec.done)
             if pending >= FOLD_MIN:
                 nxt = times[i] if i < len(times) else sched.next_time
@@ -427,11 +427,7 @@ class Engine(Connections):
     def _bind(self) -> None:
         """Have the C path record latencies straight into this interval's histograms."""
         assert self.pump is not None
-        hists = self.rec.hists
-        h = hists[HISTOGRAMS[0]]  # all seven have the same layout (stats.new_histogram)
-        self.pump.bind([hists[name].counts for name in HISTOGRAMS], h.unit_magnitude,
-                       h.sub_bucket_half_count_magnitude, h.sub_bucket_half_count,
-                       h.sub_bucket_mask, HIGHEST_US)
+        self.pump.bind(*counts_and_layout(self.rec.hists))
 
     def _take(self) -> None:
         """Move what the C path counted into the recorder."""

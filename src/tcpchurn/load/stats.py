@@ -67,6 +67,18 @@ def new_histogram() -> HdrHistogram:
     return _uncycled(HdrHistogram(LOWEST_US, HIGHEST_US, SIGNIFICANT))
 
 
+def counts_and_layout(
+    hists: dict[str, HdrHistogram],
+) -> tuple[list[Any], int, int, int, int, int]:
+    """What ``Pump.bind`` needs to write into ``hists`` itself: their ctypes counters in
+    :data:`HISTOGRAMS` order, then hdrh's layout (the same for all seven, see
+    :func:`new_histogram`) and :data:`HIGHEST_US`."""
+    h = hists[HISTOGRAMS[0]]
+    return ([hists[name].counts for name in HISTOGRAMS], h.unit_magnitude,
+            h.sub_bucket_half_count_magnitude, h.sub_bucket_half_count, h.sub_bucket_mask,
+            HIGHEST_US)
+
+
 def reset_histogram(hist: HdrHistogram, whole: bool = False) -> None:
     """Empty ``hist`` for reuse, as ``HdrHistogram.reset`` does, in one memset.
 
