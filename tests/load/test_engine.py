@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from tcpchurn.kernel.counters import read_counters
 from tcpchurn.load.config import LoadConfig, parse_target
 from tcpchurn.load.engine import error_name, run_local
 from tcpchurn.load.stats import RunTotals
@@ -41,6 +42,39 @@ def expected_tw(side: str) -> int:
     (tcp_timewait_state_process -> TCP_TW_SYN, net/ipv4/tcp_minisocks.c; KERNEL.md §6).
     """
     return N if side == "dport" else int(N * 0.9)
+
+
+#: the TcpExt counters of a socket's own abort (net/ipv4/tcp.c tcp_close, tcp_timer.c):
+#: every RST a client of ours sends is one of these
+ABORTS = ("TCPAbortOnData", "TCPAbortOnClose", "TCPAbortOnMemory", "TCPAbortOnTimeout",
+          "TCPAbortOnLinger")
+
+
+def resets() -> tuple[int, int]:
+    """(RSTs sent, aborts) in this namespace so far: Tcp OutRsts and the sum of ABORTS."""
+    groups = read_counters().groups
+    return groups["Tcp"]["OutRsts"], sum(groups["TcpExt"].get(k, 0) for k in ABORTS)
+
+
+def assert_client_tw(filter_: str, n: int, before: tuple[int, int]) -> None:
+    """Exactly ``n`` client TIME_WAIT sockets match ``filter_``, less stray resets.
+
+    On a busy machine a loopback segment can arrive after its connection's whole close.
+    The handshake's ACK waits in one CPU's backlog (ksoftirqd starved), the FIN, sent
+    from the other CPU after the process moved, completes the handshake itself
+    (tcp_check_req takes any in-window ACK), both sides close, and the late ACK finds
+    only the listener.  The listener answers it with RST (tcp:tcp_send_reset, state
+    LISTEN, reason TCP_FLAGS: seen 1-3 times in 9 of 30 runs beside two busy loops), and
+    that RST kills the client's TIME_WAIT (tcp_timewait_state_process, tcp_rfc1337=0).
+    Such a reset is an OutRst that no abort explains; one of ours would be an abort, so
+    none may happen, and at most 1% of the connections may lose TIME_WAIT that way.
+    ``before``: :func:`resets` before the load.
+    """
+    count = tw_count(filter_, n)
+    rsts, aborts = resets()
+    assert aborts == before[1], "a client connection was reset instead of closed"
+    stray = rsts - before[0]
+    assert stray <= n // 100 and n - stray <= count <= n, (count, stray)
 
 
 def tw_count(filter_: str, wait_for: int = 0) -> int:
@@ -117,8 +151,9 @@ def test_http_server_close_puts_time_wait_on_the_server(builtin_server_close: in
 
 def test_http_client_close_puts_time_wait_on_the_client(builtin_client_close: int) -> None:
     port = builtin_client_close
+    before = resets()
     assert_all_ok(load(port, close="client"))
-    assert tw_count(f"dport = :{port}", expected_tw("dport")) == expected_tw("dport")
+    assert_client_tw(f"dport = :{port}", N, before)
     assert tw_count(f"sport = :{port}") == 0
 
 
@@ -137,26 +172,32 @@ def test_http_reset_leaves_no_time_wait(builtin_client_close: int) -> None:
 def test_tcp_mode_close_modes(server_close: str, close: str, tw_side: str | None) -> None:
     cfg = ServerConfig(close=server_close, port=free_port())  # type: ignore[arg-type]
     with spawn(cfg) as srv:
+        before = resets()
         js = load(srv.port, mode="tcp", close=close)
         assert_all_ok(js)
-        for side in ("sport", "dport"):
-            if side == tw_side:
-                assert tw_count(f"{side} = :{srv.port}", expected_tw(side)) >= expected_tw(side)
-            else:
-                assert tw_count(f"{side} = :{srv.port}") == 0
+        assert_tw_side(srv.port, tw_side, before)
+
+
+def assert_tw_side(port: int, tw_side: str | None, before: tuple[int, int]) -> None:
+    """TIME_WAIT on ``tw_side`` of ``port`` only ("sport": the server's, "dport": the
+    client's, None: neither)."""
+    for side in ("sport", "dport"):
+        if side != tw_side:
+            assert tw_count(f"{side} = :{port}") == 0
+        elif side == "dport":
+            assert_client_tw(f"dport = :{port}", N, before)
+        else:
+            assert tw_count(f"sport = :{port}", expected_tw(side)) >= expected_tw(side)
 
 
 @pytest.mark.parametrize(("close", "tw_side"), [("server", "sport"), ("client", "dport"),
                                                 ("reset", None)])
 def test_against_real_nginx(tmp_path: Path, close: str, tw_side: str | None) -> None:
     with running_nginx(tmp_path) as port:
+        before = resets()
         js = load(port, close=close)
         assert_all_ok(js)
-        for side in ("sport", "dport"):
-            if side == tw_side:
-                assert tw_count(f"{side} = :{port}", expected_tw(side)) >= expected_tw(side)
-            else:
-                assert tw_count(f"{side} = :{port}") == 0
+        assert_tw_side(port, tw_side, before)
 
 
 def test_source_addresses_round_robin() -> None:
@@ -165,12 +206,15 @@ def test_source_addresses_round_robin() -> None:
                      close="client", source_ips=srcs).validate()
     with spawn(ServerConfig(close="client", port=free_port())) as srv:
         cfg = cfg.replace(target=parse_target(f"127.0.0.1:{srv.port}"))
+        before = resets()
         totals = local_totals(cfg)
         assert totals.ok == 500
+        assert_client_tw(f"dport = :{srv.port}", 500, before)
         out = subprocess.run(["ss", "-Htan", "state", "time-wait", f"( dport = :{srv.port} )"],
                              capture_output=True, text=True, check=True).stdout
         sources = [line.split()[2].rsplit(":", 1)[0] for line in out.splitlines()]
-        assert sources.count("127.0.0.2") == 250 and sources.count("127.0.0.3") == 250
+        stray = 500 - len(sources)  # TIME_WAIT killed by a stray reset (assert_client_tw)
+        assert all(0 <= 250 - sources.count(src) <= stray for src in srcs), sources
 
 
 def test_refused_connections_are_counted_by_errno() -> None:
@@ -284,6 +328,7 @@ def test_ipv6_target_against_the_builtin_server() -> None:
     with spawn(ServerConfig(host="::1", close="client", port=free_port("::1"))) as srv:
         cfg = LoadConfig(target=parse_target(f"[::1]:{srv.port}"), rate=RATE,
                          duration=DURATION, close="client", interval=INTERVAL).validate()
+        before = resets()
         totals = local_totals(cfg)
         assert (totals.ok, totals.failed) == (N, 0)
-        assert tw_count(f"dport = :{srv.port}") == N  # client closed first, over IPv6
+        assert_client_tw(f"dport = :{srv.port}", N, before)  # client closed first, over IPv6
