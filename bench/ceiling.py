@@ -7,6 +7,8 @@ Starts nginx on loopback (generated config: ``worker_processes auto``, ``access_
 * wrk ``-H 'Connection: close'`` at the threads/connections that maximise its rate
   (probed once, first);
 * ab (``-t``, ``-c`` several) and hey (``-disable-keepalive``) when installed;
+* tcpchurn at exactly the rate wrk just reached (the bar asked directly, in the same
+  phase of a shared machine);
 * tcpchurn's ceiling: a binary search for the highest target whose achieved rate is
   within 1% of the target with no error (every trial a real run of ``--trial`` seconds),
   with its default workers (one per CPU) and ``--max-inflight 2048`` (MAX_INFLIGHT), as
@@ -14,7 +16,8 @@ Starts nginx on loopback (generated config: ``worker_processes auto``, ``access_
 
 then tcpchurn at 50% and 80% of its median ceiling: the rate error and the schedule-lag
 p99 there, and 80% once more through ``tcpchurn run`` (kernel sampling, timeline,
-diagnosis).  Prints a table with the tcpchurn/wrk ratio.
+diagnosis).  Prints a table with the tcpchurn/wrk ratio, and what each connection cost
+nginx (its workers' CPU) under each load.
 
 As root it runs everything inside a throw-away network namespace (TIME_WAIT and ports of
 this load stay out of the host's tables, and vanish with it); ``--no-netns`` runs on the
@@ -82,6 +85,7 @@ def nginx(tmp: Path) -> Iterator[str]:
     conf.write_text(NGINX_CONF.format(prefix=prefix, port=port))
     proc = subprocess.Popen(["nginx", "-c", str(conf), "-p", str(prefix), "-g", "daemon off;"],
                             stdin=subprocess.DEVNULL)
+    NGINX_PID[0] = proc.pid
     try:
         for _ in range(200):
             with socket.socket() as s:
@@ -92,6 +96,29 @@ def nginx(tmp: Path) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+NGINX_PID = [0]  # the running nginx's master process (nginx())
+
+
+def server_cpu_s() -> float:
+    """CPU seconds (user + system) used so far by the workers of the running nginx.
+
+    Divided by the connections of one load, it is what each connection cost the server
+    under that load: the figure that explains why an open loop on the server's own cores
+    sustains a little less than a closed loop's maximum (docs/run.md "The C hot path").
+    """
+    ticks = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        if int(fields[1]) == NGINX_PID[0]:  # ppid: a worker of ours
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def run_tool(argv: list[str], pattern: str, timeout: float) -> float | None:
@@ -155,12 +182,15 @@ def tcpchurn_trial(url: str, rate: float, secs: float) -> dict[str, float]:
                      max_inflight=MAX_INFLIGHT).validate()
     totals = RunTotals()
     worst = 0.0
+    cpu0 = server_cpu_s()
     with WorkerPool(cfg) as pool:
         pool.start()
         for st in pool.intervals():
             totals.add(st)
             worst = max(worst, st.to_json()["latency_ms"]["schedule_lag"]["p99"] or 0.0)
-    return _result(totals.to_json(), rate, worst)
+    res = _result(totals.to_json(), rate, worst)
+    res["nginx_us"] = (server_cpu_s() - cpu0) * 1e6 / max(res["attempted"], 1.0)
+    return res
 
 
 def cli_trial(url: str, rate: float, secs: float) -> dict[str, float]:
@@ -227,12 +257,27 @@ def main_inner(args: argparse.Namespace) -> None:
         # nginx.  wrk's probe stays: its threads are its only way to batch.)
         WORKERS[0] = len(os.sched_getaffinity(0))
         rows: dict[str, list[float | None]] = {"wrk": [], "ab": [], "hey": [], "tcpchurn": []}
+        nginx_us: dict[str, list[float]] = {"wrk": []}
+        at_wrk: list[dict[str, float]] = []
         for r in range(args.rounds):
             print(f"round {r + 1}/{args.rounds}", flush=True)
+            cpu0 = server_cpu_s()
             w = wrk(url, threads, conns, secs)
             rows["wrk"].append(w)
+            if w:
+                nginx_us["wrk"].append((server_cpu_s() - cpu0) * 1e6 / (w * secs))
             print(f"    wrk -t{threads} -c{conns}: {fmt(w)}/s", flush=True)
             time.sleep(1)
+            if w:
+                # the bar asked directly, in the same phase of a shared machine as wrk's
+                # own run (rounds of one run have differed by 8%): does tcpchurn sustain
+                # the rate wrk just reached?
+                t = tcpchurn_trial(url, w, secs)
+                at_wrk.append(t)
+                print(f"    tcpchurn at wrk's rate: achieved {t['achieved'] / w:.4f} of it, "
+                      f"skipped {t['skipped']:.0f}, failed {t['failed']:.0f}: "
+                      f"{'sustained' if sustained(t) else 'NOT sustained'}", flush=True)
+                time.sleep(1)
             rows["ab"].append(ab(url, conns, secs))
             print(f"    ab -c{conns}: {fmt(rows['ab'][-1])}/s", flush=True)
             time.sleep(1)
@@ -270,6 +315,18 @@ def main_inner(args: argparse.Namespace) -> None:
         print(f"{label:<34}{fmt(med(name)):>12}   " + ", ".join(fmt(v) for v in rows[name]))
     if wrk_med:
         print(f"\ntcpchurn / wrk = {ceiling / wrk_med:.3f}")
+    if at_wrk:
+        held = sum(sustained(t) for t in at_wrk)
+        print(f"tcpchurn at wrk's own rate, right after it: sustained in {held} of "
+              f"{len(at_wrk)} rounds (achieved " + ", ".join(
+                  f"{t['achieved'] / t['rate']:.4f}" for t in at_wrk) + " of it)")
+    # what each connection cost nginx under each load (CPU ticks of its workers)
+    nginx_us["tcpchurn at wrk's rate"] = [t["nginx_us"] for t in at_wrk]
+    for share in ("50%", "80%"):
+        nginx_us[f"tcpchurn at {share}"] = [t["nginx_us"] for label, t in checks
+                                            if label.rsplit(" #", 1)[0] == share]
+    print("nginx CPU per connection: " + "; ".join(
+        f"{name} {statistics.median(v):.2f} µs" for name, v in nginx_us.items() if v))
     print()
     print(f"tcpchurn below its ceiling ({args.check:g} s each):")
     print(f"{'share':>10}{'target/s':>11}{'achieved/s':>12}{'error %':>9}{'lag p99 ms':>12}"
