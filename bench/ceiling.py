@@ -11,7 +11,7 @@ Starts nginx on loopback (generated config: ``worker_processes auto``, ``access_
   phase of a shared machine);
 * tcpchurn's ceiling: a binary search for the highest target whose achieved rate is
   within 1% of the target with no error (every trial a real run of ``--trial`` seconds),
-  with its default workers (one per CPU) and ``--max-inflight 2048`` (MAX_INFLIGHT), as
+  with its default workers (one per CPU) and ``--max-inflight 256`` (MAX_INFLIGHT), as
   wrk gets its best threads/connections;
 
 then tcpchurn at 50% and 80% of its median ceiling: the rate error and the schedule-lag
@@ -19,9 +19,13 @@ p99 there, and 80% once more through ``tcpchurn run`` (kernel sampling, timeline
 diagnosis).  Prints a table with the tcpchurn/wrk ratio, and what each connection cost
 nginx (its workers' CPU) under each load.
 
+Before the rounds and before the checks it measures the machine's own stalls with
+nothing running (:func:`stall_probe`): on a shared VM they, not the generator, set the
+lag p99 below the ceiling.
+
 As root it runs everything inside a throw-away network namespace (TIME_WAIT and ports of
 this load stay out of the host's tables, and vanish with it); ``--no-netns`` runs on the
-host's loopback.  Every load is bounded in time; the whole run takes ~7-8 minutes.
+host's loopback.  Every load is bounded in time; the whole run takes ~12 minutes.
 
     python3 bench/ceiling.py [--rounds 3] [--trial 4] [--check 10] [--check-runs 3]
                              [--no-netns]
@@ -151,13 +155,18 @@ def hey(url: str, conns: int, secs: float) -> float | None:
 
 
 WORKERS = [0]  # tcpchurn's worker processes (0: its default, one per CPU)
-#: tcpchurn's --max-inflight here, as wrk has its -c: near capacity, a stall of the VM
-#: (10-30 ms seen) leaves a backlog that, pushed into nginx at once, overflowed its two
-#: accept queues (2 x 4,096) and came back as SYN retransmissions a second later: a
-#: collapse.  At the cap, due connections wait (late, measured from their schedule) and
-#: the backlog drains on our side.  A/B at 0.95 x wrk: uncapped collapsed 1 of 2, 2,000
-#: and 500 held 2 of 2 (500 with twice the lag).
-MAX_INFLIGHT = 2048
+STALL_PROBE_S = 10.0  # seconds of stall_probe() before the rounds and before the checks
+#: tcpchurn's --max-inflight here, as wrk has its -c (128, probed): near capacity, a
+#: stall of the VM (10-30 ms seen) leaves a backlog, and whatever of it is pushed into
+#: nginx at once makes every connection dearer for nginx (its accept queues and what
+#: it touches grow: 10.2-10.8 us of its CPU a connection with 2,048 in flight, 9.1-9.5
+#: with 256, 9.0-9.5 under wrk), so the backlog no longer drains; uncapped, it
+#: overflowed nginx's accept queues (2 x 4,096) and the dropped SYNs collapsed the run.
+#: At the cap, due connections wait (late, measured from their schedule) on our side.
+#: A/B in alternation at 1.03 x wrk's rate: 256 sustained 4 of 4, 512 4 of 4, 2,048 0 of
+#: 4; at 1.0 x: 256 and 128 4 of 4, 2,048 2 of 4; at 1.06 x none, 256 closer than 128;
+#: at 0.8 x the lag p99 was 1.28-1.81 ms with 256, 0.93-21.3 ms with 2,048.
+MAX_INFLIGHT = 256
 
 
 def _result(js: dict[str, Any], rate: float, worst: float) -> dict[str, float]:
@@ -234,6 +243,40 @@ def tcpchurn_ceiling(url: str, lo: float, hi: float, secs: float, steps: int) ->
     return best
 
 
+#: one process per CPU: sleep 0.2 ms, print every wake-up later than 2 ms (in ms)
+_STALL_PROBE = """
+import sys, time
+end = time.monotonic() + float(sys.argv[1])
+prev = time.monotonic()
+while prev < end:
+    time.sleep(0.0002)
+    now = time.monotonic()
+    if now - prev > 0.002:
+        print(round((now - prev) * 1000, 1))
+    prev = now
+"""
+
+
+def stall_probe(secs: float) -> list[float]:
+    """Wake-ups later than 2 ms, in ms, of a 0.2 ms sleep loop on every CPU, with no
+    load running: the machine's own stalls (a VM's host taking its vCPUs away).
+
+    At 80% of the ceiling a stall of S ms leaves a backlog that the remaining 20% of
+    capacity drains in ~4 S, so ~5 S ms of connections start late: one 20 ms stall in a
+    10 s run is ~1% of its connections, enough to carry the lag p99 by itself.
+    """
+    procs = [subprocess.Popen([sys.executable, "-c", _STALL_PROBE, f"{secs:g}"],
+                              stdout=subprocess.PIPE, text=True)
+             for _ in range(len(os.sched_getaffinity(0)))]
+    return sorted(float(v) for p in procs for v in p.communicate()[0].split())
+
+
+def fmt_stalls(gaps: list[float], secs: float) -> str:
+    return (f"{len(gaps)} wake-ups later than 2 ms in {secs:g} s on "
+            f"{len(os.sched_getaffinity(0))} idle CPUs, the largest "
+            + (", ".join(f"{g:g}" for g in gaps[-5:]) if gaps else "none") + " ms")
+
+
 def fmt(v: float | None) -> str:
     return "n/a" if v is None else f"{v:,.0f}"
 
@@ -246,6 +289,9 @@ def main_inner(args: argparse.Namespace) -> None:
     secs = args.trial
     with tempfile.TemporaryDirectory(prefix="tcpchurn-bench-") as tmp, nginx(Path(tmp)) as url:
         print(f"nginx at {url}; {os.cpu_count()} CPUs; trials of {secs:g} s", flush=True)
+        stalls = {"before the rounds": stall_probe(STALL_PROBE_S)}
+        print("machine's own stalls: " + fmt_stalls(stalls["before the rounds"],
+                                                    STALL_PROBE_S), flush=True)
         probe = [(1, 16), (2, 32), (2, 64), (2, 128), (4, 128)]
         scores = {tc: wrk(url, tc[0], tc[1], 2.0) or 0.0 for tc in probe}
         threads, conns = max(scores, key=lambda tc: scores[tc])
@@ -295,6 +341,7 @@ def main_inner(args: argparse.Namespace) -> None:
         # (10-13 ms on both vCPUs at once, measured with nothing of ours running) is not
         # a quarter of the sample; the worst interval's p99 is printed beside it
         check = args.check
+        stalls["before the checks"] = stall_probe(STALL_PROBE_S)
         checks: list[tuple[str, dict[str, float]]] = []
         for n in range(args.check_runs):  # in alternation, like the rounds above
             checks += [(f"50% #{n + 1}", tcpchurn_trial(url, ceiling * 0.5, check)),
@@ -336,6 +383,8 @@ def main_inner(args: argparse.Namespace) -> None:
               f"{t['lag_p99_ms']:>12.3f}{t['worst_interval_p99_ms']:>11.3f}{t['late']:>8.0f}"
               f"{t['skipped']:>9.0f}{t['failed']:>8.0f}")
     print("(\"worst 1 s\": the highest lag p99 of any one-second interval)")
+    for when, gaps in stalls.items():
+        print(f"machine's own stalls {when}: {fmt_stalls(gaps, STALL_PROBE_S)}")
     print("(\"80% run\": the same rate through `tcpchurn run`, kernel sampling included)")
     for share in ("50%", "80%", "80% run"):
         lags = [t["lag_p99_ms"] for label, t in checks if label.rsplit(" #", 1)[0] == share]

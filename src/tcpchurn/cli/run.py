@@ -117,7 +117,9 @@ Examples:
 @click.option("--max-inflight", type=int, default=None, metavar="N",
               help="Cap on open connections (default 50000): beyond it, due connections "
                    "wait for one to end and count as late; after max(timeout, 1 s), as "
-                   "skipped.")
+                   "skipped.  Looking for the highest rate a server sustains? Cap near "
+                   "its concurrency (e.g. 256): a backlog pushed into it at once makes "
+                   "every connection dearer for it (docs/run.md).")
 @click.option("--interval", default="1", show_default=True, metavar="S",
               help="Seconds per timeline line / dashboard refresh.")
 @click.option("--detail-every", type=int, default=5, show_default=True, metavar="N",
