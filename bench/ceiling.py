@@ -109,8 +109,8 @@ def server_cpu_s() -> float:
     """CPU seconds (user + system) used so far by the workers of the running nginx.
 
     Divided by the connections of one load, it is what each connection cost the server
-    under that load: the figure that explains why an open loop on the server's own cores
-    sustains a little less than a closed loop's maximum (docs/run.md "The C hot path").
+    under that load: on the server's own cores, the figure that decides an open loop's
+    ceiling next to a closed loop's maximum (docs/run.md "The C hot path").
     """
     ticks = 0
     for entry in os.scandir("/proc"):
@@ -158,9 +158,9 @@ WORKERS = [0]  # tcpchurn's worker processes (0: its default, one per CPU)
 STALL_PROBE_S = 10.0  # seconds of stall_probe() before the rounds and before the checks
 #: tcpchurn's --max-inflight here, as wrk has its -c (128, probed): near capacity, a
 #: stall of the VM (10-30 ms seen) leaves a backlog, and whatever of it is pushed into
-#: nginx at once makes every connection dearer for nginx (its accept queues and what
-#: it touches grow: 10.2-10.8 us of its CPU a connection with 2,048 in flight, 9.1-9.5
-#: with 256, 9.0-9.5 under wrk), so the backlog no longer drains; uncapped, it
+#: nginx at once makes every connection dearer for nginx (its workers' CPU per
+#: connection, server_cpu_s(): 9.6-10.8 us with 2,048 in flight, 9.1-9.5 with 256,
+#: 9.0-10.0 under wrk), so the backlog no longer drains; uncapped, it
 #: overflowed nginx's accept queues (2 x 4,096) and the dropped SYNs collapsed the run.
 #: At the cap, due connections wait (late, measured from their schedule) on our side.
 #: A/B in alternation at 1.03 x wrk's rate: 256 sustained 4 of 4, 512 4 of 4, 2,048 0 of
