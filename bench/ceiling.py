@@ -174,6 +174,7 @@ def _result(js: dict[str, Any], rate: float, worst: float) -> dict[str, float]:
     return {
         "rate": rate, "achieved": js["achieved_rate"], "failed": conns["failed"],
         "skipped": conns["skipped"], "late": conns["late"], "attempted": conns["attempted"],
+        "taken_over": conns.get("taken_over", 0),
         "lag_p99_ms": js["latency_ms"]["schedule_lag"]["p99"] or 0.0,
         "worst_interval_p99_ms": worst,
         "error_pct": 100.0 * (js["achieved_rate"] - rate) / rate,

@@ -118,7 +118,7 @@ def load(port: int, **kw: object) -> dict[str, object]:
 def assert_all_ok(js: dict[str, object]) -> None:
     assert js["connections"] == {"attempted": N, "ok": N, "failed": 0,
                                  "late": js["connections"]["late"],  # type: ignore[index]
-                                 "skipped": 0}
+                                 "skipped": 0, "taken_over": 0}
     assert js["errors"] == {}
     assert js["achieved_rate"] == RATE
 

@@ -17,6 +17,7 @@ import select
 import socket
 import threading
 import time
+from array import array
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -235,7 +236,7 @@ def test_poll_stops_serving_when_the_next_connection_is_due() -> None:
             _, others, exports = p.poll(0.0, 128, float("-inf"))  # behind
             assert (others, exports) == ([], [])
             assert p.live == 0  # at least 64 served: all 40
-            rows, ok, attempted, _late, added = p.take()
+            rows, ok, attempted, _late, _taken_over, added = p.take()
             assert (ok, attempted, len(rows), added) == (40, 40, 40 * 5 * 8, [])
 
 
@@ -274,7 +275,7 @@ def test_bound_histograms_count_as_hdrh_does() -> None:
     assert (got.total_count, got.min_value, got.max_value) == (
         want.total_count, want.min_value, want.max_value)
     assert all(rec.hists[n].total_count == 0 for n in HISTOGRAMS if n != "total")
-    assert p.take()[4] == [(0, 0, 0)] * len(HISTOGRAMS)  # take() started afresh
+    assert p.take()[5] == [(0, 0, 0)] * len(HISTOGRAMS)  # take() started afresh
 
 
 def test_rebinding_moves_recording_to_the_new_histograms() -> None:
@@ -290,3 +291,42 @@ def test_rebinding_moves_recording_to_the_new_histograms() -> None:
     assert sum(first.hists[HISTOGRAMS[0]].counts) == 1
     assert sum(second.hists[HISTOGRAMS[0]].counts) == 2
     assert second.hists[HISTOGRAMS[0]].total_count == 2
+
+
+# -- the lanes: the schedule shared by the workers (_pump.c, engine.new_board) ----------
+
+
+def test_a_lane_holds_a_ring_of_due_times_and_drop_takes_the_rest() -> None:
+    from tcpchurn.load import _pump
+    from tcpchurn.load.engine import new_board
+
+    board = new_board(2)
+    p = new_pump()
+    p.share(board, 1, 2)
+    assert (p.backlog, p.next_due) == (0, float("inf"))  # a new board: every lane empty
+    times = array("d", (i * 0.001 for i in range(_pump.LANE_RING + 10)))
+    assert p.push(times) == _pump.LANE_RING  # no more than the ring holds
+    assert p.push(array("d", [9.0])) == 0
+    assert (p.backlog, p.next_due) == (_pump.LANE_RING, 0.0)
+    other = new_pump()
+    other.share(board, 0, 2)
+    assert (other.backlog, other.next_due) == (0, float("inf"))  # lane 0 is another's
+    assert p.drop() == _pump.LANE_RING
+    assert (p.backlog, p.drop()) == (0, 0)
+    assert p.push(array("d", [5.0, 6.0])) == 2  # the ring's cells are reused in order
+    assert (p.backlog, p.next_due) == (2, 5.0)
+
+
+def test_share_refuses_a_board_too_small_or_a_lane_outside_it() -> None:
+    from tcpchurn.load import _pump
+    from tcpchurn.load.engine import new_board
+
+    p = new_pump()
+    with pytest.raises(RuntimeError, match="share"):
+        _ = p.backlog  # no lanes yet
+    with pytest.raises(ValueError, match="need 3 lanes"):
+        p.share(new_board(2), 0, 3)
+    with pytest.raises(ValueError, match="lane 2"):
+        p.share(new_board(2), 2, 2)
+    with pytest.raises(ValueError, match="aligned"):
+        p.share(memoryview(bytearray(_pump.LANE_BYTES + 1))[1:], 0, 1)  # odd: never 64

@@ -95,7 +95,7 @@ def test_three_intervals_three_lines(tmp_path: Path, pool: type[ScriptedPool]) -
     assert [line["t"] for line in timeline] == [1.0, 2.0, 3.0] == [line["t"] for line in seen]
     assert summary == result.summary
     assert summary["connections"] == {"attempted": 299, "ok": 295, "failed": 4, "late": 0,
-                                      "skipped": 0}
+                                      "skipped": 0, "taken_over": 0}
     assert summary["errors"] == {"ECONNREFUSED": 4}
     assert summary["first_error_s"] == {"ECONNREFUSED": 1.5}
     assert summary["environment"]["worker_slice_us"] == [None]  # what the pool reported

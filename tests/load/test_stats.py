@@ -98,7 +98,7 @@ def test_interval_json_has_exactly_the_schema_keys() -> None:
     js = interval_with([1.0, 2.0]).to_json()
     assert set(js) == {
         "target_rate", "achieved_rate", "attempted", "ok", "failed", "late", "skipped",
-        "inflight", "errors", "latency_ms", "latency_from_actual_start_ms",
+        "taken_over", "inflight", "errors", "latency_ms", "latency_from_actual_start_ms",
         "first_error_s", "interval_s",
     }
     assert set(js["latency_ms"]) == {"connect", "ttfb", "total", "schedule_lag"}
@@ -109,7 +109,7 @@ def test_interval_json_has_exactly_the_schema_keys() -> None:
 def test_encode_decode_and_pickle_round_trip() -> None:
     st = interval_with([random.Random(3).uniform(0.1, 50) for _ in range(500)], index=4)
     st.errors, st.first_error_s, st.failed = {"EADDRNOTAVAIL": 2}, {"EADDRNOTAVAIL": 4.5}, 2
-    st.skipped, st.late, st.inflight = 5, 6, 7
+    st.skipped, st.late, st.inflight, st.taken_over = 5, 6, 7, 8
     back = IntervalStats.decode(st.encode())
     assert back.to_json() == st.to_json()
     assert (back.index, back.t0, back.length) == (4, 4.0, 1.0)
@@ -122,10 +122,11 @@ def test_merge_adds_counts_histograms_and_keeps_first_errors() -> None:
     a.errors, a.first_error_s, a.failed = {"ECONNRESET": 1}, {"ECONNRESET": 0.9}, 1
     b.errors, b.first_error_s, b.failed = {"ECONNRESET": 2}, {"ECONNRESET": 0.2}, 2
     a.inflight, b.inflight = 3, 4
+    a.taken_over, b.taken_over = 2, 5
     merged = a.merge(IntervalStats.decode(b.encode()))
     js = merged.to_json()
     assert js["attempted"] == 400 and js["ok"] == 400 and js["failed"] == 3
-    assert js["target_rate"] == 400.0 and js["inflight"] == 7
+    assert js["target_rate"] == 400.0 and js["inflight"] == 7 and js["taken_over"] == 7
     assert js["errors"] == {"ECONNRESET": 3} and js["first_error_s"] == {"ECONNRESET": 0.2}
     assert js["latency_ms"]["total"]["count"] == 400
     assert js["latency_ms"]["total"]["p50"] == 1.5  # 300 of 400 values are 1.5 ms
@@ -146,7 +147,7 @@ def test_run_totals_summary_keys_and_rates() -> None:
     assert set(js) == {"target_rate", "achieved_rate", "connections", "errors",
                        "first_error_s", "latency_ms", "latency_from_actual_start_ms"}
     assert js["connections"] == {"attempted": 3250, "ok": 3250, "failed": 0, "late": 0,
-                                 "skipped": 0}
+                                 "skipped": 0, "taken_over": 0}
     assert js["target_rate"] == 1000.0 and js["achieved_rate"] == 1000.0
     assert set(js["latency_ms"]) == {"connect", "ttfb", "total", "schedule_lag"}
     assert set(js["latency_ms"]["total"]) == {"p50", "p90", "p99", "p999", "max"}

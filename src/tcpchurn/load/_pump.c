@@ -33,6 +33,7 @@
 #include <errno.h>
 #include <math.h>
 #include <netinet/in.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -92,6 +93,27 @@ typedef struct {
     long long min, max;
 } Hist;
 
+/* One worker's lane of the schedule, in memory shared by all the run's workers (a
+   memfd mapped by each: workers.py).  The owner writes the due times of its slots
+   (push); a slot is taken -- started or skipped -- by whoever moves `taken` past it with
+   a compare-and-swap: the owner when it is due, another worker when it is more than
+   `steal_lag` overdue.  Why: this VM's host stalls one vCPU at a time (2-10 ms, ~1/s on
+   one, every 5.12 s on the other; never both at once in 41 stalls traced: docs/run.md
+   "Keeping the schedule"), and a stalled worker's slots then all start late; the other
+   worker, awake on its own schedule, starts them instead.
+   Safety without locks: `taken` only grows (no ABA); the owner rewrites the cell of
+   slot j + LANE_RING only once `taken` > j, so a taker that read a cell that was being
+   reused fails its compare-and-swap and looks again.  Seq numbers stay the schedule's:
+   slot j of lane w is connection w + j * lanes, whoever starts it. */
+#define LANE_RING 1024
+typedef struct {
+    uint64_t taken; /* slots taken (started or skipped), by anyone */
+    char pad0[56];  /* own cache lines: takers write `taken`, only the owner `filled` */
+    uint64_t filled; /* slots whose due time is written */
+    char pad1[56];
+    double ring[LANE_RING]; /* slot j's due time (seconds from the start) at j % LANE_RING */
+} Lane;
+
 typedef struct {
     PyObject_HEAD
     int epfd;
@@ -128,6 +150,13 @@ typedef struct {
     Hist hist[NHIST];
     int unit_mag, half_mag;
     long long half_count, sub_mask, highest;
+    /* Pump.share: the lanes of all workers (lanes[lane] is ours) */
+    int shared;
+    Py_buffer board;
+    Lane *lanes;
+    int nlanes, lane;
+    double steal_lag;     /* Pump.pace: another lane's slot this overdue is ours to take */
+    long long taken_over; /* slots of other lanes that we started, since take() */
 } Pump;
 
 static double mono(void) {
@@ -168,6 +197,7 @@ static void unbind(Pump *self) {
 
 static void Pump_dealloc(Pump *self) {
     unbind(self);
+    if (self->shared) PyBuffer_Release(&self->board);
     if (self->conns) {
         for (int fd = 0; fd < self->cap; fd++) free(self->conns[fd].buf);
         free(self->conns);
@@ -596,14 +626,107 @@ static PyObject *Pump_poll(Pump *self, PyObject *args) {
     return Py_BuildValue("(dNN)", now, others, exports);
 }
 
-/* Pump.pace(timeout, skip_lag, max_inflight, batch, grid, spin, timer_fd): the engine's
-   pacing constants, for run() (engine.py explains each) */
+/* Pump.pace(timeout, skip_lag, max_inflight, batch, grid, spin, timer_fd, steal_lag): the
+   engine's pacing constants, for run() (engine.py explains each) */
 static PyObject *Pump_pace(Pump *self, PyObject *args) {
-    if (!PyArg_ParseTuple(args, "ddiiddi", &self->timeout, &self->skip_lag,
+    if (!PyArg_ParseTuple(args, "ddiiddid", &self->timeout, &self->skip_lag,
                           &self->max_inflight, &self->batch, &self->grid, &self->spin,
-                          &self->timer_fd))
+                          &self->timer_fd, &self->steal_lag))
         return NULL;
     Py_RETURN_NONE;
+}
+
+/* Pump.share(board, lane, lanes): the lanes of the run's workers (a writable buffer of
+   lanes * LANE_BYTES, 64-byte aligned: an mmap), and which one is ours */
+static PyObject *Pump_share(Pump *self, PyObject *args) {
+    Py_buffer b;
+    int lane, nlanes;
+    if (!PyArg_ParseTuple(args, "w*ii", &b, &lane, &nlanes)) return NULL;
+    if (nlanes < 1 || lane < 0 || lane >= nlanes ||
+        b.len < (Py_ssize_t)sizeof(Lane) * nlanes || ((uintptr_t)b.buf & 63)) {
+        PyBuffer_Release(&b);
+        PyErr_Format(PyExc_ValueError, "share: need %d lanes of %zu bytes, 64-byte aligned, "
+                     "and 0 <= lane < lanes (got %zd bytes, lane %d)", nlanes, sizeof(Lane),
+                     b.len, lane);
+        return NULL;
+    }
+    if (self->shared) PyBuffer_Release(&self->board);
+    self->board = b;
+    self->lanes = (Lane *)b.buf;
+    self->lane = lane;
+    self->nlanes = nlanes;
+    self->shared = 1;
+    Py_RETURN_NONE;
+}
+
+static int need_lanes(Pump *self) {
+    if (self->shared) return 0;
+    PyErr_SetString(PyExc_RuntimeError, "no lanes: call share() first");
+    return -1;
+}
+
+/* the due time of lane ln's next slot not yet taken, or INFINITY */
+static double peek(Lane *ln) {
+    uint64_t c = __atomic_load_n(&ln->taken, __ATOMIC_ACQUIRE);
+    if (c >= __atomic_load_n(&ln->filled, __ATOMIC_ACQUIRE)) return INFINITY;
+    double t;
+    __atomic_load(&ln->ring[c % LANE_RING], &t, __ATOMIC_RELAXED);
+    return t;
+}
+
+/* take lane ln's next slot if it is due by `by`: 1 with its index and due time, else 0 */
+static int take_slot(Lane *ln, double by, uint64_t *j, double *t) {
+    for (;;) {
+        uint64_t c = __atomic_load_n(&ln->taken, __ATOMIC_ACQUIRE);
+        if (c >= __atomic_load_n(&ln->filled, __ATOMIC_ACQUIRE)) return 0;
+        double v;
+        __atomic_load(&ln->ring[c % LANE_RING], &v, __ATOMIC_RELAXED);
+        if (v > by) return 0;
+        /* fails if anyone took slot c meanwhile (then v may be a reused cell's): again */
+        if (__atomic_compare_exchange_n(&ln->taken, &c, c + 1, 0, __ATOMIC_ACQ_REL,
+                                        __ATOMIC_ACQUIRE)) {
+            *j = c;
+            *t = v;
+            return 1;
+        }
+    }
+}
+
+/* Pump.push(times) -> how many were written: the next due times of our lane, in order
+   (as many as the ring has room for) */
+static PyObject *Pump_push(Pump *self, PyObject *args) {
+    Py_buffer tb;
+    if (need_lanes(self) < 0 || !PyArg_ParseTuple(args, "y*", &tb)) return NULL;
+    const double *times = (const double *)tb.buf;
+    Py_ssize_t n = tb.len / (Py_ssize_t)sizeof(double), k = 0;
+    Lane *ln = &self->lanes[self->lane];
+    uint64_t f = ln->filled; /* only we write it */
+    uint64_t room = LANE_RING - (f - __atomic_load_n(&ln->taken, __ATOMIC_ACQUIRE));
+    for (; k < n && (uint64_t)k < room; k++)
+        __atomic_store(&ln->ring[(f + (uint64_t)k) % LANE_RING], (double *)&times[k],
+                       __ATOMIC_RELAXED);
+    __atomic_store_n(&ln->filled, f + (uint64_t)k, __ATOMIC_RELEASE); /* publish */
+    PyBuffer_Release(&tb);
+    return PyLong_FromSsize_t(k);
+}
+
+/* Pump.drop() -> how many of our lane's slots it took without starting them (the end of
+   the run, or a stop) */
+static PyObject *Pump_drop(Pump *self, PyObject *Py_UNUSED(ignored)) {
+    if (need_lanes(self) < 0) return NULL;
+    Lane *ln = &self->lanes[self->lane];
+    uint64_t f = ln->filled;
+    uint64_t c = __atomic_load_n(&ln->taken, __ATOMIC_ACQUIRE);
+    while (c < f && !__atomic_compare_exchange_n(&ln->taken, &c, f, 0, __ATOMIC_ACQ_REL,
+                                                 __ATOMIC_ACQUIRE))
+        ; /* c reloaded: someone took one */
+    return PyLong_FromUnsignedLongLong(c < f ? f - c : 0);
+}
+
+static uint64_t backlog(Pump *self) {
+    Lane *ln = &self->lanes[self->lane];
+    uint64_t c = __atomic_load_n(&ln->taken, __ATOMIC_ACQUIRE);
+    return ln->filled > c ? ln->filled - c : 0;
 }
 
 /* arm the timer for `wake` (seconds from the start) unless it is armed for it already */
@@ -623,36 +746,58 @@ static int arm(Pump *self, double wake) {
     return 0;
 }
 
-/* Pump.run(times, i, seq0, step, next_after, deadline, others_live)
-     -> (i, skipped, now, others, exports, failed)
+/* the next slot for us to take, due by `now`: our lane's first, else another lane's that
+   is more than steal_lag overdue (round-robin from ours).  1 with it (*ln its lane), 0 if
+   none, or none may start: *full at --max-inflight (what is due waits for a connection to
+   end; one so late that it is skipped is still taken) */
+static int next_slot(Pump *self, double now, int others_live, int *full, int *ln, uint64_t *j,
+                     double *t) {
+    int at_cap = self->live + others_live >= self->max_inflight;
+    for (int k = 0; k < self->nlanes; k++) {
+        int w = (self->lane + k) % self->nlanes;
+        double by = k ? now - self->steal_lag : now;
+        double head = peek(&self->lanes[w]);
+        if (head > by) continue;
+        if (at_cap && now - head <= self->skip_lag) {
+            *full = 1;
+            return 0;
+        }
+        if (take_slot(&self->lanes[w], at_cap ? now - self->skip_lag : by, j, t)) {
+            *ln = w;
+            return 1;
+        }
+    }
+    return 0;
+}
 
-   engine.py's loop for as long as nothing needs Python: starts the connections due at
-   times[i:] (seconds from the start; connection times[j] has sequence number
-   seq0 + j * step), serves their events, times them out, and sleeps on the timer in
-   between, on the same grid and with the same rules as engine.py's loop (pace()).  Per
-   loop turn that loop costs ~25 us of Python, ~5 us per connection at 20k/s a worker,
-   CPU that the server on the same cores lacks (docs/run.md "The C hot path").
+/* Pump.run(next_after, deadline, others_live) -> (skipped, now, others, exports, failed)
 
-   It returns, with i the first time not yet taken, when:
+   engine.py's loop for as long as nothing needs Python: starts the connections due in
+   our lane (and overdue ones of other lanes: next_slot), serves their events, times them
+   out, and sleeps on the timer in between, on the same grid and with the same rules as
+   engine.py's loop (pace()).  Per loop turn that loop costs ~25 us of Python, ~5 us per
+   connection at 20k/s a worker, CPU that the server on the same cores lacks (docs/run.md
+   "The C hot path").  Other lanes add no wake-ups: they are looked at when we are awake.
+
+   It returns when:
    * `deadline` (seconds from the start: the interval's end) has come;
-   * every time given is taken and the next one (`next_after`, inf: none) is due;
+   * our lane is below half full and the schedule has more (`next_after`, the due time
+     of the first slot not pushed yet; inf: none): push, so that a stall of ours leaves
+     others enough to take;
+   * our lane is empty and next_after is due;
    * a connection must be handed over (exports: errors, a new response, a timeout);
    * an event is not ours (others: the control pipe, connections conn.py owns);
    * a start failed before any event: failed = (errno, sched, now), else None;
-   * nothing is left: every time is taken, next_after is inf and none is in flight;
+   * nothing is left: our lane is empty, next_after is inf and none is in flight;
    * a signal's handler ran.
    others_live: connections conn.py owns, for --max-inflight. */
 static PyObject *Pump_run(Pump *self, PyObject *args) {
-    Py_buffer tb;
-    Py_ssize_t i;
-    long long seq0, step;
     double next_after, deadline;
     int others_live;
-    if (!PyArg_ParseTuple(args, "y*nLLddi", &tb, &i, &seq0, &step, &next_after, &deadline,
-                          &others_live))
+    if (need_lanes(self) < 0 || !PyArg_ParseTuple(args, "ddi", &next_after, &deadline,
+                                                  &others_live))
         return NULL;
-    const double *times = (const double *)tb.buf;
-    Py_ssize_t n = tb.len / (Py_ssize_t)sizeof(double);
+    Lane *own = &self->lanes[self->lane];
     long long skipped = 0;
     PyObject *others = PyList_New(0), *exports = PyList_New(0), *failed = NULL;
     if (!others || !exports) goto error;
@@ -660,15 +805,10 @@ static PyObject *Pump_run(Pump *self, PyObject *args) {
     double now = mono() - self->start_at;
     for (;;) {
         if (now >= deadline) break;
-        int started = 0, full = 0;
-        while (i < n && times[i] <= now && started < self->batch) {
-            double t = times[i];
-            long long seq = seq0 + (long long)i * step;
-            if (now - t <= self->skip_lag && self->live + others_live >= self->max_inflight) {
-                full = 1; /* it waits for a connection to end, and starts late */
-                break;
-            }
-            i++;
+        int started = 0, full = 0, w;
+        uint64_t j;
+        double t;
+        while (started < self->batch && next_slot(self, now, others_live, &full, &w, &j, &t)) {
             started++;
             /* a due connection this late is skipped: starting it would measure our
                backlog (engine.py) */
@@ -676,7 +816,8 @@ static PyObject *Pump_run(Pump *self, PyObject *args) {
                 skipped++;
                 continue;
             }
-            int err = start_one(self, seq, t, now);
+            if (w != self->lane) self->taken_over++;
+            int err = start_one(self, (long long)w + (long long)j * self->nlanes, t, now);
             if (err < 0) goto error;
             if (err) {
                 failed = Py_BuildValue("(idd)", err, t, now);
@@ -684,9 +825,11 @@ static PyObject *Pump_run(Pump *self, PyObject *args) {
                 goto out;
             }
         }
-        double nxt = i < n ? times[i] : next_after;
-        if (i == n && (next_after <= now ||
-                       (next_after == INFINITY && !self->live && !others_live)))
+        uint64_t left = backlog(self);
+        if (next_after != INFINITY && left < LANE_RING / 2) break;
+        double nxt = left ? peek(own) : next_after;
+        if (!left && (next_after <= now ||
+                      (next_after == INFINITY && !self->live && !others_live)))
             break;
         while (self->head >= 0 && now - self->conns[self->head].start >= self->timeout)
             if (export(self, exports, self->head, 0, ACT_EXPIRE, 0) < 0) goto error;
@@ -713,12 +856,10 @@ static PyObject *Pump_run(Pump *self, PyObject *args) {
     }
 out:
     self->in_run = 0;
-    PyBuffer_Release(&tb);
     if (!failed) failed = Py_NewRef(Py_None);
-    return Py_BuildValue("(nLdNNN)", i, skipped, now, others, exports, failed);
+    return Py_BuildValue("(LdNNN)", skipped, now, others, exports, failed);
 error:
     self->in_run = 0;
-    PyBuffer_Release(&tb);
     Py_XDECREF(others);
     Py_XDECREF(exports);
     Py_XDECREF(failed);
@@ -769,10 +910,10 @@ static PyObject *Pump_take(Pump *self, PyObject *Py_UNUSED(ignored)) {
         Py_DECREF(t);
         hs->total = hs->min = hs->max = 0;
     }
-    PyObject *out = Py_BuildValue("(NLLLN)", rows, self->ok_count, self->attempted, self->late,
-                                  hists);
+    PyObject *out = Py_BuildValue("(NLLLLN)", rows, self->ok_count, self->attempted, self->late,
+                                  self->taken_over, hists);
     self->nrows = 0;
-    self->ok_count = self->attempted = self->late = 0;
+    self->ok_count = self->attempted = self->late = self->taken_over = 0;
     return out;
 error:
     Py_XDECREF(rows);
@@ -864,14 +1005,17 @@ static PyMethodDef Pump_methods[] = {
     {"poll", (PyCFunction)Pump_poll, METH_VARARGS,
      "poll(timeout, maxevents, until) -> (now, others, exports)"},
     {"pace", (PyCFunction)Pump_pace, METH_VARARGS,
-     "pace(timeout, skip_lag, max_inflight, batch, grid, spin, timer_fd)"},
+     "pace(timeout, skip_lag, max_inflight, batch, grid, spin, timer_fd, steal_lag)"},
+    {"share", (PyCFunction)Pump_share, METH_VARARGS, "share(board, lane, lanes)"},
+    {"push", (PyCFunction)Pump_push, METH_VARARGS, "push(times) -> how many were written"},
+    {"drop", (PyCFunction)Pump_drop, METH_NOARGS, "drop() -> slots of our lane taken unstarted"},
     {"run", (PyCFunction)Pump_run, METH_VARARGS,
-     "run(times, i, seq0, step, next_after, deadline, others_live) -> "
-     "(i, skipped, now, others, exports, failed)"},
+     "run(next_after, deadline, others_live) -> (skipped, now, others, exports, failed)"},
     {"expire", (PyCFunction)Pump_expire, METH_VARARGS, "expire(now, limit) -> exports"},
     {"set_ok", (PyCFunction)Pump_set_ok, METH_VARARGS, "set_ok(eof, data)"},
     {"take", (PyCFunction)Pump_take, METH_NOARGS,
-     "take() -> (rows, ok, attempted, late, [(count, min, max)] of the bound histograms)"},
+     "take() -> (rows, ok, attempted, late, taken_over, [(count, min, max)] of the bound "
+     "histograms)"},
     {"_record", (PyCFunction)Pump__record, METH_VARARGS, "_record(h, seconds): tests only"},
     {"bind", (PyCFunction)Pump_bind, METH_VARARGS,
      "bind(counts, unit_magnitude, sub_bucket_half_count_magnitude, sub_bucket_half_count, "
@@ -880,8 +1024,22 @@ static PyMethodDef Pump_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
+static PyObject *Pump_get_backlog(Pump *self, void *Py_UNUSED(closure)) {
+    if (need_lanes(self) < 0) return NULL;
+    return PyLong_FromUnsignedLongLong(backlog(self));
+}
+
+static PyObject *Pump_get_next_due(Pump *self, void *Py_UNUSED(closure)) {
+    if (need_lanes(self) < 0) return NULL;
+    return PyFloat_FromDouble(peek(&self->lanes[self->lane]));
+}
+
 static PyGetSetDef Pump_getset[] = {
     {"live", (getter)Pump_get_live, NULL, "connections in flight here", NULL},
+    {"backlog", (getter)Pump_get_backlog, NULL, "slots of our lane pushed, not yet taken",
+     NULL},
+    {"next_due", (getter)Pump_get_next_due, NULL,
+     "the due time of our lane's next slot (seconds from the start; inf: none)", NULL},
     {"event_cost", (getter)Pump_get_event_cost, (setter)Pump_set_event_cost,
      "seconds one event takes to serve, measured and smoothed: sizes poll's slices", NULL},
     {NULL, NULL, NULL, NULL, NULL},
@@ -917,7 +1075,9 @@ PyMODINIT_FUNC PyInit__pump(void) {
         PyModule_AddIntConstant(m, "ACT_EXPIRE", ACT_EXPIRE) < 0 ||
         PyModule_AddIntConstant(m, "CLOSE_SERVER", CLOSE_SERVER) < 0 ||
         PyModule_AddIntConstant(m, "CLOSE_CLIENT", CLOSE_CLIENT) < 0 ||
-        PyModule_AddIntConstant(m, "CLOSE_RESET", CLOSE_RESET) < 0) {
+        PyModule_AddIntConstant(m, "CLOSE_RESET", CLOSE_RESET) < 0 ||
+        PyModule_AddIntConstant(m, "LANE_BYTES", (long)sizeof(Lane)) < 0 ||
+        PyModule_AddIntConstant(m, "LANE_RING", LANE_RING) < 0) {
         Py_DECREF(&PumpType);
         Py_DECREF(m);
         return NULL;

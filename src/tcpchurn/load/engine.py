@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import gc
 import math
+import mmap
 import os
 import select
 import time
@@ -75,9 +76,15 @@ FOLD_MIN = 5 * 256  # ... and at least this many floats (256 connections) are pe
 #: schedule stays well under the 2 ms lag bar (4096 took 0.33 ms, and what was left for
 #: the interval's end 2.7 ms: bench/ceiling.py at 80% then had lag p99 2-10 ms)
 FOLD_MAX = 5 * 1024
-#: due times handed to the C loop (Pump.run) at once: ~25 ms of a worker's share at
-#: 20k/s, so the Python turn that computes them (~0.2 us a time) is rare and short
+#: due times pushed into the worker's lane (_pump.c) at once: ~25 ms of a worker's share at
+#: 20k/s, so the Python turn that computes them (~0.2 us a time) is rare and short; the
+#: lane holds two such (LANE_RING), so a stalled worker leaves 25-50 ms for others to take
 REFILL = 512
+#: another worker's due connection this overdue is started by whichever worker is awake
+#: (_pump.c's lanes): a worker's own lag is 0-0.25 ms of grid plus ~0.05 ms of wake-up,
+#: so this takes only from a worker that is stalled or preempted, not from one on time.
+#: ``TCPCHURN_STEAL_LAG_S`` overrides it for A/B measurements (``inf``: never; bench/).
+STEAL_LAG_S = float(os.environ.get("TCPCHURN_STEAL_LAG_S") or 0.0005)
 END_GRACE_S = 0.05  # after ``duration``, connections still due may start this late
 STOP_GRACE_S = 1.0  # after stop(): how long in-flight connections may still finish
 
@@ -127,6 +134,9 @@ class Engine(Connections):
     onto its pipe), so their histograms are reused for a later interval.
     ``background``: ``emit`` (and the recycling) run in a thread (emitter.py), not in the
     load loop; :meth:`run` returns once everything is emitted.
+    ``board``: on the C path, the lanes of the schedule that all ``count`` workers share
+    (:func:`new_board`), so that one starts what another, stalled, is late with; without
+    it the engine keeps its share to itself.
     """
 
     def __init__(
@@ -140,8 +150,11 @@ class Engine(Connections):
         clock: Callable[[], float] = time.monotonic,
         recycle: bool = False,
         background: bool = False,
+        board: mmap.mmap | None = None,
     ) -> None:
         self.cfg = cfg
+        #: the lanes of all ``count`` workers, shared (workers.py); None: a private one
+        self.board = board
         self.emit = emit
         self.recycle = recycle
         self.background = background
@@ -212,6 +225,8 @@ class Engine(Connections):
             self.pump = Pump(ep.fileno(), self.af, self.cfg.target.sockaddr,
                              [(ip, 0) for ip in self.sources], self.request,
                              close_mode(self.cfg.close), self.start_at, LATE_S, MAX_EVENTS)
+            board = self.board if self.board is not None else new_board(self.count)
+            self.pump.share(board, self.index, self.count)
             self._bind()
         if self.background:
             self._emitter = Emitter(self.emit, self._emitted)
@@ -331,12 +346,9 @@ class Engine(Connections):
         timeout = self.cfg.timeout
         conns = self.conns
         rec = self.rec
-        step = self.count
         pump.pace(timeout, max(timeout, 1.0), self.max_inflight, BATCH, WAKE_GRID_S, SPIN_S,
-                  timer.fd)
-        times = array("d")  # due times not yet taken: times[i:]; times[j] is seq0 + j step
-        i = 0
-        seq0 = 0
+                  timer.fd, STEAL_LAG_S)
+        room = lane_ring() - REFILL  # push when the lane holds no more than this
         run = _Span(self.cfg.duration)
         self._wait_start(ep, timer)
         while True:
@@ -345,31 +357,30 @@ class Engine(Connections):
             end_t = run.end_t
             drain_until = run.drain_until
             if self.stopping:
-                times, i = array("d"), 0  # nothing more starts
-            left = i < len(times) or sched.next_time != INF
+                pump.drop()  # nothing more starts (not skipped: stopped)
+            left = pump.backlog > 0 or sched.next_time != INF
             if left and now >= end_t + END_GRACE_S:
-                rec.skipped += len(times) - i  # as in _loop: not started late after the end
-                times, i = array("d"), 0
+                rec.skipped += pump.drop()  # as in _loop: not started late after the end
                 left = self._skip_rest() != INF
             if not left and (not self._inflight() or now >= drain_until):
                 self._abandon()
                 self._emit(run.k, run.t0, end_t)
                 return
-            if i == len(times) and left:
-                seq0 = sched.next_seq
-                times, i = array("d"), 0
+            while sched.next_time != INF and pump.backlog <= room:
+                times = array("d")
                 nxt = sched.next_time
                 while nxt != INF and len(times) < REFILL:
                     times.append(nxt)
                     nxt = sched.advance()
+                pump.push(times)
             if conns:
                 self._expire(now)
             deadline = t1 if t1 < end_t else end_t + END_GRACE_S if left else INF
             deadline = min(deadline, drain_until)
             if conns:
                 deadline = min(deadline, min(c.start for c in conns.values()) + timeout)
-            i, skipped, now, others, exports, failed = pump.run(
-                times, i, seq0, step, sched.next_time, deadline, len(conns))
+            skipped, now, others, exports, failed = pump.run(
+                sched.next_time, deadline, len(conns))
             timer.armed_at = -1.0  # run() arms the timer and consumes its expiries itself
             rec.skipped += skipped
             if failed is not None:
@@ -381,7 +392,7 @@ class Engine(Connections):
             # latencies into the bound histograms): few rows, folded when idle
             pending = len(rec.done)
             if pending >= FOLD_MIN:
-                nxt = times[i] if i < len(times) else sched.next_time
+                nxt = pump.next_due if pump.backlog else sched.next_time
                 if pending >= FOLD_MAX or nxt - now > FOLD_IDLE_S:
                     rec.fold()  # idle (or never): histogram work now, not at the end
 
@@ -432,13 +443,14 @@ class Engine(Connections):
     def _take(self) -> None:
         """Move what the C path counted into the recorder."""
         assert self.pump is not None
-        rows, ok, attempted, late, added = self.pump.take()
+        rows, ok, attempted, late, taken_over, added = self.pump.take()
         rec = self.rec
         rec.done.frombytes(rows)  # none while histograms are bound
         rec.counted(added)
         rec.ok += ok
         rec.attempted += attempted
         rec.late += late
+        rec.taken_over += taken_over
 
     def _control(self) -> None:
         assert self.control_fd is not None
@@ -479,6 +491,24 @@ class Engine(Connections):
         if self.recycle:
             self.rec.recycle(st.hists)
         gc.collect(1)  # young generations only: ~0.1 ms (the collector is off in run())
+
+
+def lane_ring() -> int:
+    """How many due times one worker's lane holds (_pump.c)."""
+    from tcpchurn.load import _pump
+
+    return _pump.LANE_RING
+
+
+def new_board(count: int, fd: int = -1) -> mmap.mmap:
+    """The lanes of ``count`` workers: anonymous memory, or the memfd ``fd`` (workers.py
+    creates one and maps it in each worker).  Zero-filled: every lane empty."""
+    from tcpchurn.load import _pump
+
+    size = count * _pump.LANE_BYTES
+    if fd >= 0:
+        return mmap.mmap(fd, size)
+    return mmap.mmap(-1, size)
 
 
 def run_local(cfg: LoadConfig) -> list[IntervalStats]:

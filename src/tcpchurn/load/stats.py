@@ -146,6 +146,9 @@ class _Counts:
     failed: int
     late: int
     skipped: int
+    #: connections this worker started for another whose vCPU was stalled (engine.py's
+    #: lanes); merged: how many of the run's started on time only thanks to that
+    taken_over: int
     errors: dict[str, int]
     first_error_s: dict[str, float]
     hists: dict[str, HdrHistogram]
@@ -153,6 +156,7 @@ class _Counts:
     def _init_counts(self, hists: dict[str, HdrHistogram] | None = None) -> None:
         self.target = 0.0
         self.attempted = self.ok = self.failed = self.late = self.skipped = 0
+        self.taken_over = 0
         self.errors = {}
         self.first_error_s = {}
         # seven new histograms are 1.3 MB to allocate and fault in (~17 ms of a worker at
@@ -166,6 +170,7 @@ class _Counts:
         self.failed += other.failed
         self.late += other.late
         self.skipped += other.skipped
+        self.taken_over += other.taken_over
         for name, n in other.errors.items():
             self.errors[name] = self.errors.get(name, 0) + n
         for name, t in other.first_error_s.items():
@@ -218,6 +223,7 @@ class IntervalStats(_Counts):
             "failed": self.failed,
             "late": self.late,
             "skipped": self.skipped,
+            "taken_over": self.taken_over,
             "inflight": self.inflight,
             "errors": dict(sorted(self.errors.items())),
             "latency_ms": self.latency_ms(),
@@ -232,7 +238,7 @@ class IntervalStats(_Counts):
             "index": self.index, "t0": self.t0, "length": self.length,
             "target": self.target, "attempted": self.attempted, "ok": self.ok,
             "failed": self.failed, "late": self.late, "skipped": self.skipped,
-            "inflight": self.inflight, "errors": self.errors,
+            "taken_over": self.taken_over, "inflight": self.inflight, "errors": self.errors,
             "first_error_s": self.first_error_s,
             "hists": {
                 name: h.encode().decode("ascii")
@@ -250,7 +256,7 @@ class IntervalStats(_Counts):
                  if name in blobs else new_histogram() for name in HISTOGRAMS}
         st = cls(int(doc["index"]), float(doc["t0"]), float(doc["length"]), hists)
         st.target = float(doc["target"])
-        for key in ("attempted", "ok", "failed", "late", "skipped", "inflight"):
+        for key in ("attempted", "ok", "failed", "late", "skipped", "taken_over", "inflight"):
             setattr(st, key, int(doc[key]))
         st.errors = {str(k): int(v) for k, v in doc["errors"].items()}
         st.first_error_s = {str(k): float(v) for k, v in doc["first_error_s"].items()}
@@ -283,7 +289,7 @@ class RunTotals(_Counts):
             "achieved_rate": round(self.attempted / duration, 3),
             "connections": {
                 "attempted": self.attempted, "ok": self.ok, "failed": self.failed,
-                "late": self.late, "skipped": self.skipped,
+                "late": self.late, "skipped": self.skipped, "taken_over": self.taken_over,
             },
             "errors": dict(sorted(self.errors.items())),
             "first_error_s": {k: round(v, 6) for k, v in sorted(self.first_error_s.items())},
@@ -305,7 +311,7 @@ class Recorder:
     """
 
     __slots__ = ("_spare", "attempted", "done", "errors", "first_error_s", "hists", "late",
-                 "ok", "skipped")
+                 "ok", "skipped", "taken_over")
 
     def __init__(self) -> None:
         self.done = array("d")
@@ -313,7 +319,7 @@ class Recorder:
         self.first_error_s: dict[str, float] = {}
         self.hists = {name: new_histogram() for name in HISTOGRAMS}
         self._spare: dict[str, HdrHistogram] | None = None
-        self.attempted = self.ok = self.late = self.skipped = 0
+        self.attempted = self.ok = self.late = self.skipped = self.taken_over = 0
 
     def recycle(self, hists: dict[str, HdrHistogram]) -> None:
         """Take back a flushed interval's histograms (their owner is done with them).
@@ -379,6 +385,7 @@ class Recorder:
         st.target = target
         st.inflight = inflight
         st.attempted, st.ok, st.late, st.skipped = self.attempted, self.ok, self.late, self.skipped
+        st.taken_over = self.taken_over
         st.failed = sum(self.errors.values())
         st.errors = self.errors
         st.first_error_s = self.first_error_s
@@ -386,7 +393,7 @@ class Recorder:
         self.hists = spare if spare is not None else {n: new_histogram() for n in HISTOGRAMS}
         self.errors = {}
         self.first_error_s = {}
-        self.attempted = self.ok = self.late = self.skipped = 0
+        self.attempted = self.ok = self.late = self.skipped = self.taken_over = 0
         return st
 
 

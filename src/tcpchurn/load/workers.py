@@ -7,14 +7,19 @@ exporter) and ``fork`` with threads is unsafe; and not ``multiprocessing``'s spa
 which re-imports the caller's ``__main__`` (a library user's script without the
 ``if __name__ == "__main__"`` guard would start itself again).  A start costs ~0.2 s.
 
-Protocol (no shared memory, so a worker could later live on another host):
+Protocol (pipes; the one shared memory is the schedule's lanes, below):
 
 * child -> parent, one message per ``send_bytes``: ``R`` ready (+ the scheduler slice
   granted, in ns, empty if none: :mod:`tcpchurn.load.slice`); ``I`` + ``IntervalStats.
   encode()``; ``X`` + a traceback (the worker failed); ``D`` done.
-* parent -> child: the pickled ``(cfg, index, count)``, then ``S<start_at>`` once (the
-  common ``time.monotonic()`` start: the clock is system-wide), later any bytes mean
-  *stop*; EOF means the parent is gone.
+* parent -> child: the pickled ``(cfg, index, count, board_fd)``, then ``S<start_at>``
+  once (the common ``time.monotonic()`` start: the clock is system-wide), later any bytes
+  mean *stop*; EOF means the parent is gone.
+
+The lanes (engine.py, _pump.c): one memfd that every worker maps, in which each worker
+publishes its next due times and any worker starts another's that are overdue: a VM's
+host stalls one vCPU at a time, and the worker on it would otherwise start all its
+connections of the stall late.  ``board_fd`` is -1 where the C path was not built.
 
 Workers die with the parent: ``PR_SET_PDEATHSIG`` (prctl(2)) kills them if the parent
 dies without a word, and EOF on the control pipe stops them if it exits in an orderly
@@ -63,15 +68,19 @@ def _child(out_fd: int, ctrl_fd: int) -> None:
     out = Connection(out_fd, readable=False)
     ctrl = Connection(ctrl_fd, writable=False)
     try:
-        from tcpchurn.load.engine import Engine
+        from tcpchurn.load.engine import Engine, new_board
 
-        cfg, index, count = pickle.loads(ctrl.recv_bytes())
+        cfg, index, count, board_fd = pickle.loads(ctrl.recv_bytes())
+        board = None
+        if board_fd >= 0:
+            board = new_board(count, board_fd)
+            os.close(board_fd)
 
         def emit(st: IntervalStats) -> None:
             out.send_bytes(b"I" + st.encode())
 
         engine = Engine(cfg, emit, index=index, count=count, control_fd=ctrl.fileno(),
-                        recycle=True, background=True)
+                        recycle=True, background=True, board=board)
         engine.warm_up()
         granted = request_slice()
         out.send_bytes(b"R" + (str(granted).encode() if granted else b""))
@@ -105,6 +114,19 @@ def _child_env() -> dict[str, str]:
     return env
 
 
+def _board_fd(count: int) -> int:
+    """A memfd sized for ``count`` lanes (engine.new_board), or -1 without the C path."""
+    from tcpchurn.load import pump
+
+    if not pump.available() or count < 2:
+        return -1
+    from tcpchurn.load import _pump
+
+    fd = os.memfd_create("tcpchurn-lanes")
+    os.ftruncate(fd, count * _pump.LANE_BYTES)
+    return fd
+
+
 _CHILD = "import sys; from tcpchurn.load.workers import _child; _child(*map(int, sys.argv[1:]))"
 
 
@@ -134,6 +156,28 @@ class WorkerPool:
         with a full TIME_WAIT table left by an earlier run) and would otherwise overlap
         the first milliseconds of the load and make them late.
         """
+        board_fd = _board_fd(self.count)
+        try:
+            self._spawn(board_fd)
+        finally:
+            if board_fd >= 0:
+                os.close(board_fd)  # the workers have their own descriptors (and maps)
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        for index, out in enumerate(self._outs):
+            if not out.poll(max(0.0, deadline - time.monotonic())):
+                raise WorkerError(f"worker {index} did not start within {READY_TIMEOUT_S} s")
+            msg = self._recv(index)
+            if msg is None or msg[:1] != b"R":
+                raise WorkerError(f"worker {index} failed to start: {self._why(msg)}")
+            self.slices_ns.append(int(msg[1:]) if msg[1:] else None)
+        if on_ready is not None:
+            on_ready()
+        self.start_at = time.monotonic() + START_MARGIN_S
+        for ctrl in self._ctrls:
+            ctrl.send_bytes(b"S" + repr(self.start_at).encode())
+
+    def _spawn(self, board_fd: int) -> None:
+        fds = (board_fd,) if board_fd >= 0 else ()
         for index in range(self.count):
             out_r, out_w = os.pipe()
             ctrl_r, ctrl_w = os.pipe()
@@ -142,7 +186,7 @@ class WorkerPool:
             try:
                 proc = subprocess.Popen(
                     [sys.executable, "-c", _CHILD, str(out_w), str(ctrl_r)],
-                    pass_fds=(out_w, ctrl_r),
+                    pass_fds=(out_w, ctrl_r, *fds),
                     stdin=subprocess.DEVNULL,
                     env=_child_env(),
                     # own process group: the terminal's Ctrl-C reaches the parent only,
@@ -157,20 +201,7 @@ class WorkerPool:
             self._outs.append(Connection(out_r, writable=False))
             ctrl = Connection(ctrl_w, readable=False)
             self._ctrls.append(ctrl)
-            ctrl.send_bytes(pickle.dumps((self.cfg, index, self.count)))
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        for index, out in enumerate(self._outs):
-            if not out.poll(max(0.0, deadline - time.monotonic())):
-                raise WorkerError(f"worker {index} did not start within {READY_TIMEOUT_S} s")
-            msg = self._recv(index)
-            if msg is None or msg[:1] != b"R":
-                raise WorkerError(f"worker {index} failed to start: {self._why(msg)}")
-            self.slices_ns.append(int(msg[1:]) if msg[1:] else None)
-        if on_ready is not None:
-            on_ready()
-        self.start_at = time.monotonic() + START_MARGIN_S
-        for ctrl in self._ctrls:
-            ctrl.send_bytes(b"S" + repr(self.start_at).encode())
+            ctrl.send_bytes(pickle.dumps((self.cfg, index, self.count, board_fd)))
 
     def _recv(self, index: int) -> bytes | None:
         try:
