@@ -124,6 +124,14 @@ def test_summary_marks_a_saturated_generator() -> None:
     assert "generator_saturated" not in _text(render_summary(summary))
 
 
+def test_summary_says_when_a_worker_started_another_s_connections() -> None:
+    summary = read_summary(RUNS / "healthy")
+    assert "started by another worker" not in _text(render_summary(summary))  # none
+    summary["connections"]["taken_over"] = 1234
+    assert "1,234 started by another worker: theirs was stalled" in _text(
+        render_summary(summary))
+
+
 def test_live_dashboard_redraws_every_interval() -> None:
     from tcpchurn.report.console import Dashboard
 

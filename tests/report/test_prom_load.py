@@ -42,8 +42,8 @@ def seed() -> tuple[list[dict[str, Any]], dict[tuple[str, tuple[tuple[str, str],
 
 def test_counters_are_the_sums_of_the_intervals(seed: Any) -> None:
     lines, m = seed
-    for key in ("attempted", "ok", "late", "skipped"):
-        assert m[(f"tcpchurn_connections_{key}_total", ())] == sum(ln["load"][key]
+    for key in ("attempted", "ok", "late", "skipped", "taken_over"):
+        assert m[(f"tcpchurn_connections_{key}_total", ())] == sum(ln["load"].get(key, 0)
                                                                    for ln in lines)
     assert m[("tcpchurn_connections_failed_total", (("error", "ETIMEDOUT"),))] == sum(
         ln["load"]["errors"].get("ETIMEDOUT", 0) for ln in lines)
@@ -159,3 +159,14 @@ def test_served_over_http_next_to_the_kernel_metrics() -> None:
                for s in fam.samples if not s.labels}
     assert samples["tcpchurn_connections_attempted_total"] == sum(
         ln["load"]["attempted"] for ln in _lines("healthy"))
+
+
+def test_taken_over_is_a_counter_of_its_own() -> None:
+    registry = CollectorRegistry()
+    metrics = RunMetrics(registry)
+    metrics.update({"attempted": 10, "taken_over": 3})
+    metrics.update({"attempted": 10, "taken_over": 4})
+    metrics.update({"attempted": 10})  # a timeline from before the lanes: none
+    m = _scrape(registry)
+    assert m[("tcpchurn_connections_taken_over_total", ())] == 7
+    assert m[("tcpchurn_connections_attempted_total", ())] == 30

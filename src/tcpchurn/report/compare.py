@@ -102,7 +102,7 @@ def rows(runs: Sequence[Loaded]) -> list[Row]:
     add("rate", "target (/s)", [s.get("target_rate") for s in sums])
     add("rate", "achieved (/s)", [s.get("achieved_rate") for s in sums])
     add("rate", "duration (s)", [s.get("duration_s") for s in sums])
-    for k in ("attempted", "ok", "failed", "late", "skipped"):
+    for k in ("attempted", "ok", "failed", "late", "skipped", "taken_over"):
         add("connections", k, [_get(s, "connections", k) for s in sums])
     names = sorted({n for s in sums for n in (s.get("errors") or {})})
     for n in names:

@@ -133,7 +133,7 @@ def numbers(summary: Mapping[str, Any]) -> str:
             [th("achieved rate (/s)"), cell("achieved_rate", summary.get("achieved_rate"))],
             [th("duration (s)"), cell("duration_s", summary.get("duration_s"))]]
     rows += [[th(k), cell(f"connections.{k}", conns.get(k))]
-             for k in ("attempted", "ok", "failed", "late", "skipped")]
+             for k in ("attempted", "ok", "failed", "late", "skipped", "taken_over")]
     errors = summary.get("errors") or {}
     first = summary.get("first_error_s") or {}
     err_rows = [[th(name), cell(f"errors.{name}", n), cell(f"first_error_s.{name}",
