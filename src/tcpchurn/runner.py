@@ -370,6 +370,7 @@ def run(
                     yield_to_load(cfg.parent_nice)
                 prep.environment["worker_slice_us"] = [
                     ns / 1000 if ns is not None else None for ns in pool.slices_ns]
+                prep.environment["worker_cpus"] = pool.cpus
                 for interval in pool.intervals():
                     intervals += 1
                     # The end of the interval on the load's own clock (schema §3: ``t``

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from tcpchurn.load.workers import worker_cpus
 from tests.conftest import sh
 from tests.load.nginx_helper import free_port
 from tests.load.runhelp import ROOT, consistent, misbehaving, run_tcpchurn, tcpchurn_argv
@@ -50,6 +51,13 @@ def _check_timeline(timeline: list[dict[str, Any]], intervals: int) -> None:
     assert timeline[-1]["client"]["destinations"] is not None
 
 
+def test_no_pin_leaves_the_workers_free(tmp_path: Path) -> None:
+    done = run_tcpchurn(tmp_path, "--rate", "100", "--duration", "1", "--workers", "2",
+                        "--no-pin")
+    assert done.summary["connections"]["ok"] == 100
+    assert done.summary["environment"]["worker_cpus"] is None
+
+
 def test_builtin_server_exact_counts(tmp_path: Path) -> None:
     done = run_tcpchurn(tmp_path, "--rate", "300", "--duration", "3", "--workers", "2",
                         "--html")
@@ -66,6 +74,8 @@ def test_builtin_server_exact_counts(tmp_path: Path) -> None:
     # one entry per worker: the slice it was granted (run.md, "Keeping the schedule")
     slices = summary["environment"]["worker_slice_us"]
     assert len(slices) == 2 and slices[0] == slices[1] and slices[0] in (100.0, None)
+    # two workers, a CPU of its own each (--pin, the default; None on a 1-CPU machine)
+    assert summary["environment"]["worker_cpus"] == worker_cpus(2)
     assert summary["duration_s"] == 3.0
     timeline = done.timeline
     _check_timeline(timeline, 3)

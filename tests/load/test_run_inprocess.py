@@ -45,6 +45,7 @@ class ScriptedPool:
         self.stopped = 0
         self.closed = False
         self.slices_ns: list[int | None] = [None]  # as a worker on a kernel before 6.12
+        self.cpus: list[int] | None = None  # one worker: not pinned
         ScriptedPool.instances.append(self)
 
     def start(self, on_ready: Callable[[], None] | None = None) -> None:
@@ -99,6 +100,7 @@ def test_three_intervals_three_lines(tmp_path: Path, pool: type[ScriptedPool]) -
     assert summary["errors"] == {"ECONNREFUSED": 4}
     assert summary["first_error_s"] == {"ECONNREFUSED": 1.5}
     assert summary["environment"]["worker_slice_us"] == [None]  # what the pool reported
+    assert summary["environment"]["worker_cpus"] is None
     assert summary["duration_s"] == 3.0 and summary["interrupted"] is False
     assert started and started[0] == summary["environment"]
     # detail_every=2: a full dump on interval 2, and always on the last one.

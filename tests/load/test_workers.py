@@ -16,7 +16,7 @@ import pytest
 
 from tcpchurn.load.config import LoadConfig, Target, parse_target
 from tcpchurn.load.stats import RunTotals
-from tcpchurn.load.workers import WorkerPool
+from tcpchurn.load.workers import WorkerPool, worker_cpus
 from tcpchurn.server import ServerConfig, spawn
 from tests.load.nginx_helper import free_port
 
@@ -65,6 +65,42 @@ def test_two_workers_merge_every_interval_exactly(port: int) -> None:
         assert st.hists["schedule_lag"].get_total_count() == st.ok + st.failed
     # each asked the scheduler for a short slice (None on kernels before 6.12)
     assert len(pool.slices_ns) == 2 and len(set(pool.slices_ns)) == 1
+
+
+def allowed_cpus(pid: int) -> str:
+    with open(f"/proc/{pid}/status") as f:
+        return next(ln.split()[1] for ln in f if ln.startswith("Cpus_allowed_list:"))
+
+
+@pytest.mark.parametrize("pin", [True, False])
+def test_workers_run_on_a_cpu_each_unless_told_not_to(port: int, pin: bool) -> None:
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs 2 CPUs")
+    cfg = LoadConfig(target=parse_target(f"127.0.0.1:{port}"), rate=100.0, duration=0.3,
+                     workers=2, pin=pin).validate()
+    mine = allowed_cpus(os.getpid())
+    with WorkerPool(cfg) as pool:
+        pool.start()
+        seen = [allowed_cpus(p.pid) for p in pool._procs]
+        totals = RunTotals()
+        for st in pool.intervals():
+            totals.add(st)
+    assert totals.ok == 30
+    if pin:
+        cpus = sorted(os.sched_getaffinity(0))
+        assert pool.cpus == [cpus[0], cpus[len(cpus) // 2]]
+        assert seen == [str(c) for c in pool.cpus]
+    else:
+        assert pool.cpus is None
+        assert seen == [mine, mine]
+
+
+def test_worker_cpus_spreads_workers_and_leaves_one_or_too_many_free() -> None:
+    assert worker_cpus(2, {0, 1}) == [0, 1]
+    assert worker_cpus(4, set(range(8))) == [0, 2, 4, 6]
+    assert worker_cpus(2, {3, 5, 7}) == [3, 5]
+    assert worker_cpus(1, {0, 1}) is None  # one worker: nothing to cover for
+    assert worker_cpus(3, {0, 1}) is None  # more than CPUs: the scheduler spreads them
 
 
 STALL_S = 0.3
@@ -148,7 +184,7 @@ def test_workers_die_with_their_parent(port: int) -> None:
     script = textwrap.dedent(f"""
         import os, signal, sys
         from tcpchurn.load.config import LoadConfig, Target, parse_target
-        from tcpchurn.load.workers import WorkerPool
+        from tcpchurn.load.workers import WorkerPool, worker_cpus
         cfg = LoadConfig(target=parse_target("127.0.0.1:{port}"), rate=100.0,
                          duration=60.0, workers=2)
         pool = WorkerPool(cfg)

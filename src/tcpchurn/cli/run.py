@@ -120,6 +120,10 @@ Examples:
                    "skipped.  Looking for the highest rate a server sustains? Cap near "
                    "its concurrency (e.g. 256): a backlog pushed into it at once makes "
                    "every connection dearer for it (docs/run.md).")
+@click.option("--pin/--no-pin", default=True, show_default=True,
+              help="Run each worker on a CPU of its own (with 2 workers or more, and no "
+                   "more than the CPUs): a stall of one CPU then delays one worker, whose "
+                   "due connections the others start (docs/run.md).")
 @click.option("--interval", default="1", show_default=True, metavar="S",
               help="Seconds per timeline line / dashboard refresh.")
 @click.option("--detail-every", type=int, default=5, show_default=True, metavar="N",

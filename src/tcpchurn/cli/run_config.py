@@ -83,6 +83,8 @@ def build_run_config(opts: Mapping[str, Any], default_out: Path) -> RunConfig:
         extra["max_inflight"] = int(opts["max_inflight"])
     if opts.get("seed") is not None:
         extra["seed"] = int(opts["seed"])
+    if opts.get("pin") is not None:
+        extra["pin"] = bool(opts["pin"])
     load = LoadConfig(
         target=target,
         rate=rate,

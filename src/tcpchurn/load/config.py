@@ -155,6 +155,7 @@ class LoadConfig:
     connection that would exceed it waits for one to end and starts ``late`` (its
     latencies counted from its schedule); one that waited more than ``max(timeout, 1 s)``
     is ``skipped`` and counted.  Never silently delayed or dropped.
+    ``pin``: each worker runs on a CPU of its own (workers.worker_cpus says when).
     """
 
     target: Target
@@ -170,6 +171,7 @@ class LoadConfig:
     max_inflight: int = 50_000
     interval: float = 1.0
     seed: int | None = None
+    pin: bool = True
 
     def validate(self) -> LoadConfig:
         """Raise :class:`BadValue` for the first impossible value; return ``self``."""

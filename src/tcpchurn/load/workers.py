@@ -12,7 +12,7 @@ Protocol (pipes; the one shared memory is the schedule's lanes, below):
 * child -> parent, one message per ``send_bytes``: ``R`` ready (+ the scheduler slice
   granted, in ns, empty if none: :mod:`tcpchurn.load.slice`); ``I`` + ``IntervalStats.
   encode()``; ``X`` + a traceback (the worker failed); ``D`` done.
-* parent -> child: the pickled ``(cfg, index, count, board_fd)``, then ``S<start_at>``
+* parent -> child: the pickled ``(cfg, index, count, board_fd, cpu)``, then ``S<start_at>``
   once (the common ``time.monotonic()`` start: the clock is system-wide), later any bytes
   mean *stop*; EOF means the parent is gone.
 
@@ -70,7 +70,9 @@ def _child(out_fd: int, ctrl_fd: int) -> None:
     try:
         from tcpchurn.load.engine import Engine, new_board
 
-        cfg, index, count, board_fd = pickle.loads(ctrl.recv_bytes())
+        cfg, index, count, board_fd, cpu = pickle.loads(ctrl.recv_bytes())
+        if cpu is not None:
+            os.sched_setaffinity(0, {cpu})  # before the engine's memory is touched
         board = None
         if board_fd >= 0:
             board = new_board(count, board_fd)
@@ -114,6 +116,27 @@ def _child_env() -> dict[str, str]:
     return env
 
 
+def worker_cpus(count: int, allowed: set[int] | None = None) -> list[int] | None:
+    """The CPU for each of ``count`` workers, spread over ``allowed`` (default: the CPUs
+    this process may use), or None: one worker, or more workers than CPUs, run free.
+
+    Why pin: with the load generator and the server on the same cores, the scheduler
+    stacked both workers on one CPU and both nginx workers on the other (perf sched at
+    55,000/s: a worker runnable for 4 ms behind the other's 3.8 ms run), and a stall of
+    that one vCPU then hits both, with no worker elsewhere to take over their lanes.
+    Measured in alternation at 55,000/s against nginx on 2 vCPUs: lag p99 0.50-0.69 ms
+    pinned, 0.96-2.00 ms not; at 67,500/s 2.1-2.5 ms against 3.9-11.2; nginx's CPU per
+    connection and the highest rate sustained the same (docs/run.md).
+
+    >>> worker_cpus(2, {0, 1}), worker_cpus(2, {0, 1, 2, 3}), worker_cpus(3, {0, 1})
+    ([0, 1], [0, 2], None)
+    """
+    cpus = sorted(os.sched_getaffinity(0) if allowed is None else allowed)
+    if count < 2 or count > len(cpus):
+        return None
+    return [cpus[i * len(cpus) // count] for i in range(count)]
+
+
 def _board_fd(count: int) -> int:
     """A memfd sized for ``count`` lanes (engine.new_board), or -1 without the C path."""
     from tcpchurn.load import pump
@@ -143,6 +166,8 @@ class WorkerPool:
         self.start_at: float | None = None
         #: the scheduler slice each worker was granted (ns; None: the kernel's default)
         self.slices_ns: list[int | None] = []
+        #: the CPU each worker is pinned to (None: not pinned; worker_cpus)
+        self.cpus = worker_cpus(self.count) if cfg.pin else None
         self._procs: list[subprocess.Popen[bytes]] = []
         self._outs: list[Connection] = []
         self._ctrls: list[Connection] = []
@@ -201,7 +226,8 @@ class WorkerPool:
             self._outs.append(Connection(out_r, writable=False))
             ctrl = Connection(ctrl_w, readable=False)
             self._ctrls.append(ctrl)
-            ctrl.send_bytes(pickle.dumps((self.cfg, index, self.count, board_fd)))
+            cpu = self.cpus[index] if self.cpus is not None else None
+            ctrl.send_bytes(pickle.dumps((self.cfg, index, self.count, board_fd, cpu)))
 
     def _recv(self, index: int) -> bytes | None:
         try:
