@@ -78,7 +78,8 @@ FOLD_MIN = 5 * 256  # ... and at least this many floats (256 connections) are pe
 FOLD_MAX = 5 * 1024
 #: due times pushed into the worker's lane (_pump.c) at once: ~25 ms of a worker's share at
 #: 20k/s, so the Python turn that computes them (~0.2 us a time) is rare and short; the
-#: lane holds two such (LANE_RING), so a stalled worker leaves 25-50 ms for others to take
+#: lane holds eight such (LANE_RING), so a stalled worker leaves ~120-140 ms for others
+#: to take (the guest's own kdamond.0 was seen holding a vCPU for 43 ms at a run's start)
 REFILL = 512
 #: another worker's due connection this overdue is started by whichever worker is awake
 #: (_pump.c's lanes): a worker's own lag is 0-0.25 ms of grid plus ~0.05 ms of wake-up,
@@ -350,6 +351,9 @@ class Engine(Connections):
                   timer.fd, STEAL_LAG_S)
         room = lane_ring() - REFILL  # push when the lane holds no more than this
         run = _Span(self.cfg.duration)
+        # the lane full before the start: a worker whose vCPU is taken away at the start
+        # (new processes on both sides) leaves its first connections for others to start
+        self._push(pump, room)
         self._wait_start(ep, timer)
         while True:
             now = clock() - start_at
@@ -366,13 +370,7 @@ class Engine(Connections):
                 self._abandon()
                 self._emit(run.k, run.t0, end_t)
                 return
-            while sched.next_time != INF and pump.backlog <= room:
-                times = array("d")
-                nxt = sched.next_time
-                while nxt != INF and len(times) < REFILL:
-                    times.append(nxt)
-                    nxt = sched.advance()
-                pump.push(times)
+            self._push(pump, room)
             if conns:
                 self._expire(now)
             deadline = t1 if t1 < end_t else end_t + END_GRACE_S if left else INF
@@ -395,6 +393,18 @@ class Engine(Connections):
                 nxt = pump.next_due if pump.backlog else sched.next_time
                 if pending >= FOLD_MAX or nxt - now > FOLD_IDLE_S:
                     rec.fold()  # idle (or never): histogram work now, not at the end
+
+    def _push(self, pump: Pump, room: int) -> None:
+        """Top the lane up with the schedule's next due times, :data:`REFILL` at a time,
+        while it holds no more than ``room``."""
+        sched = self.sched
+        while sched.next_time != INF and pump.backlog <= room:
+            times = array("d")
+            nxt = sched.next_time
+            while nxt != INF and len(times) < REFILL:
+                times.append(nxt)
+                nxt = sched.advance()
+            pump.push(times)
 
     def _skip_rest(self) -> float:
         sched = self.sched
