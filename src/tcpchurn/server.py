@@ -24,8 +24,6 @@ parent) and reports the port it really got.
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import ctypes.util
 import dataclasses
 import ipaddress
 import json
@@ -42,6 +40,7 @@ from types import TracebackType
 from typing import Literal
 
 from tcpchurn.errors import BadValue, TcpchurnError, UsageError
+from tcpchurn.libc import libc
 
 ServerClose = Literal["server", "client"]
 
@@ -247,8 +246,7 @@ def serve(cfg: ServerConfig, on_ready: Callable[[int], None] | None = None) -> N
 
 def _child(cfg_json: str, ready_fd: int) -> None:
     """Entry point of the spawned server (``python -c``)."""
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)  # die with the parent
+    libc().prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)  # die with the parent
     cfg = ServerConfig(**json.loads(cfg_json))
 
     def ready(port: int) -> None:

@@ -22,7 +22,6 @@ Global values (``fs/file-nr``, ``tcp_mem``) read the same everywhere.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno as _errno
 import os
 import queue
@@ -31,21 +30,17 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from tcpchurn.errors import NamespaceNotFound, NotPermitted
+from tcpchurn.libc import libc
 
 T = TypeVar("T")
 
 CLONE_NEWNET = 0x40000000  # include/uapi/linux/sched.h
 NETNS_RUN_DIR = "/run/netns"  # where `ip netns add` bind-mounts named namespaces
 
-_libc: ctypes.CDLL | None = None
-
 
 def _setns(fd: int, nstype: int) -> None:
     """``setns(2)``: Python 3.11 has no ``os.setns`` (it came in 3.12)."""
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    if _libc.setns(fd, nstype) != 0:
+    if libc().setns(fd, nstype) != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
 

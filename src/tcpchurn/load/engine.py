@@ -390,7 +390,7 @@ class Engine(Connections):
             # latencies into the bound histograms): few rows, folded when idle
             pending = len(rec.done)
             if pending >= FOLD_MIN:
-                nxt = pump.next_due if pump.backlog else sched.next_time
+                nxt = min(pump.next_due, sched.next_time)  # next_due: inf when empty
                 if pending >= FOLD_MAX or nxt - now > FOLD_IDLE_S:
                     rec.fold()  # idle (or never): histogram work now, not at the end
 

@@ -14,11 +14,11 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import gc
 import resource
 from collections.abc import Iterator
+
+from tcpchurn.libc import libc
 
 PR_SET_TIMERSLACK, PR_GET_TIMERSLACK = 29, 30  # include/uapi/linux/prctl.h
 TIMER_SLACK_NS = 1000
@@ -38,9 +38,9 @@ def raise_nofile() -> tuple[int, int]:
 
 def set_timer_slack(ns: int) -> int:
     """Set this thread's timer slack in nanoseconds; return the previous value."""
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    old = int(libc.prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0))
-    libc.prctl(PR_SET_TIMERSLACK, ns, 0, 0, 0)
+    c = libc()
+    old = int(c.prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0))
+    c.prctl(PR_SET_TIMERSLACK, ns, 0, 0, 0)
     return old
 
 

@@ -20,10 +20,11 @@ Python's ``os`` module has ``sched_setscheduler`` but not ``sched_setattr``, hen
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import platform
 import struct
+
+from tcpchurn.libc import libc
 
 #: the slice workers ask for: the kernel's minimum (kernel/sched/syscalls.c clamps a
 #: request to [0.1 ms, 100 ms])
@@ -36,17 +37,13 @@ _ATTR = struct.Struct("=IIQiIQQQII")
 SCHED_OTHER = 0
 
 
-def _libc() -> ctypes.CDLL:
-    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-
-
 def current_slice_ns() -> int | None:
     """This process's requested slice (``sched_runtime``), ``None`` when unknown."""
     numbers = _SYSCALLS.get(platform.machine())
     if numbers is None:
         return None
     buf = ctypes.create_string_buffer(_ATTR.size)
-    if _libc().syscall(numbers[1], 0, buf, _ATTR.size, 0) != 0:
+    if libc().syscall(numbers[1], 0, buf, _ATTR.size, 0) != 0:
         return None
     fields = _ATTR.unpack(buf.raw)
     return int(fields[5]) if fields[1] == SCHED_OTHER else None
@@ -65,7 +62,7 @@ def request_slice(ns: int = WORKER_SLICE_NS) -> int | None:
     nice = os.getpriority(os.PRIO_PROCESS, 0)  # sched_setattr sets nice too: keep it
     attr = _ATTR.pack(_ATTR.size, SCHED_OTHER, 0, nice, 0, ns, 0, 0, 0, 0)
     buf = ctypes.create_string_buffer(attr, _ATTR.size)
-    if _libc().syscall(numbers[0], 0, buf, 0) != 0:
+    if libc().syscall(numbers[0], 0, buf, 0) != 0:
         return None
     # 6.12+ reports every fair task's slice (the default too); older kernels report 0
     return ns if current_slice_ns() == ns else None

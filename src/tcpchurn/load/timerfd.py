@@ -11,8 +11,9 @@ connections up to 1 ms late — exactly the threshold at which tcpchurn calls a 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
+
+from tcpchurn.libc import libc
 
 CLOCK_MONOTONIC = 1  # include/uapi/linux/time.h
 TFD_TIMER_ABSTIME = 1  # include/uapi/linux/timerfd.h
@@ -28,7 +29,7 @@ class _Itimerspec(ctypes.Structure):
     _fields_ = [("it_interval", _Timespec), ("it_value", _Timespec)]
 
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_libc = libc()
 _libc.timerfd_create.argtypes = [ctypes.c_int, ctypes.c_int]
 _libc.timerfd_settime.argtypes = [
     ctypes.c_int, ctypes.c_int, ctypes.POINTER(_Itimerspec), ctypes.c_void_p,

@@ -30,8 +30,6 @@ besides): Ctrl-C reaches the parent alone, and it is the parent that decides to 
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import multiprocessing.connection
 import os
 import pickle
@@ -43,6 +41,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
 
+from tcpchurn.libc import libc
 from tcpchurn.load.config import LoadConfig
 from tcpchurn.load.slice import request_slice
 from tcpchurn.load.stats import IntervalStats
@@ -57,8 +56,7 @@ class WorkerError(RuntimeError):
 
 
 def _die_with_parent() -> None:
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    libc().prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 def _child(out_fd: int, ctrl_fd: int) -> None:
