@@ -128,7 +128,7 @@ def test_summary_says_when_a_worker_started_another_s_connections() -> None:
     summary = read_summary(RUNS / "healthy")
     assert "started by another worker" not in _text(render_summary(summary))  # none
     summary["connections"]["taken_over"] = 1234
-    assert "1,234 started by another worker: theirs was stalled" in _text(
+    assert "1,234 started by another worker: theirs was held up over 0.5 ms" in _text(
         render_summary(summary))
 
 

@@ -146,8 +146,8 @@ class _Counts:
     failed: int
     late: int
     skipped: int
-    #: connections this worker started for another whose vCPU was stalled (engine.py's
-    #: lanes); merged: how many of the run's started on time only thanks to that
+    #: connections this worker started for another that was held up (its vCPU stalled, or
+    #: its CPU busy: engine.py's lanes); merged: how many started on time only thanks to that
     taken_over: int
     errors: dict[str, int]
     first_error_s: dict[str, float]

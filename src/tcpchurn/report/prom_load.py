@@ -8,7 +8,7 @@ scrape then sees, next to the kernel tables of :mod:`tcpchurn.report.prometheus`
     tcpchurn_connections_failed_total{error=...}    failed, by errno name (schema §7)
     tcpchurn_connections_late_total                 started > 1 ms after their schedule
     tcpchurn_connections_skipped_total              due but never started
-    tcpchurn_connections_taken_over_total           started by another worker (theirs stalled)
+    tcpchurn_connections_taken_over_total           started by another worker (theirs held up)
     tcpchurn_connections_inflight                   open now
     tcpchurn_target_connection_rate                 new connections/s the schedule asks for
     tcpchurn_achieved_connection_rate               new connections/s started, last interval
@@ -165,7 +165,7 @@ class RunMetrics:
                 ("late", "Connections started more than 1 ms after their scheduled time."),
                 ("skipped", "Connections due but never started (max in-flight or saturated)."),
                 ("taken_over", "Connections started by another worker than the one whose "
-                               "share they were, which was stalled."),
+                               "share they were, which was held up (its CPU stalled or busy)."),
             ):
                 c = CounterMetricFamily(f"tcpchurn_connections_{key}", doc)
                 c.add_metric([], float(self._totals[key]))
