@@ -74,6 +74,19 @@ def test_what_stays_in_python(monkeypatch: pytest.MonkeyPatch) -> None:
         pump.engine_kind(cfg_for(80))
 
 
+def test_the_steal_lag_of_an_a_b_measurement_is_checked_before_any_worker(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(pump.ENV, raising=False)
+    monkeypatch.delenv(pump.STEAL_ENV, raising=False)
+    assert pump.steal_lag_s(0.0005) == 0.0005
+    monkeypatch.setenv(pump.STEAL_ENV, "inf")
+    assert pump.steal_lag_s(0.0005) == float("inf")
+    for bad in ("soon", "-1", "nan"):
+        monkeypatch.setenv(pump.STEAL_ENV, bad)
+        with pytest.raises(BadValue, match="TCPCHURN_STEAL_LAG_S"):
+            pump.engine_kind(cfg_for(80))  # what the runner asks first
+
+
 @pytest.fixture
 def judged(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[bytes]]:
     """Every response conn.py judged (the C path judges none by itself)."""

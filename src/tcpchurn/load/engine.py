@@ -44,7 +44,7 @@ from tcpchurn.load.emitter import Emitter
 from tcpchurn.load.http import build_request
 from tcpchurn.load.process import raise_nofile as raise_nofile  # re-exported (runner.py)
 from tcpchurn.load.process import tuned_for_load
-from tcpchurn.load.pump import close_mode, engine_kind
+from tcpchurn.load.pump import board_bytes, close_mode, engine_kind, lane_ring, steal_lag_s
 from tcpchurn.load.schedule import INF, Schedule
 from tcpchurn.load.stats import LATE_S as LATE_S  # re-exported: the lag that makes "late"
 from tcpchurn.load.stats import IntervalStats, Recorder, counts_and_layout
@@ -84,8 +84,8 @@ REFILL = 512
 #: another worker's due connection this overdue is started by whichever worker is awake
 #: (_pump.c's lanes): a worker's own lag is 0-0.25 ms of grid plus ~0.05 ms of wake-up,
 #: so this takes only from a worker that is stalled or preempted, not from one on time.
-#: ``TCPCHURN_STEAL_LAG_S`` overrides it for A/B measurements (``inf``: never; bench/).
-STEAL_LAG_S = float(os.environ.get("TCPCHURN_STEAL_LAG_S") or 0.0005)
+#: ``TCPCHURN_STEAL_LAG_S`` overrides it for A/B measurements (pump.steal_lag_s; bench/).
+STEAL_LAG_S = 0.0005
 END_GRACE_S = 0.05  # after ``duration``, connections still due may start this late
 STOP_GRACE_S = 1.0  # after stop(): how long in-flight connections may still finish
 
@@ -348,7 +348,7 @@ class Engine(Connections):
         conns = self.conns
         rec = self.rec
         pump.pace(timeout, max(timeout, 1.0), self.max_inflight, BATCH, WAKE_GRID_S, SPIN_S,
-                  timer.fd, STEAL_LAG_S)
+                  timer.fd, steal_lag_s(STEAL_LAG_S))
         room = lane_ring() - REFILL  # push when the lane holds no more than this
         run = _Span(self.cfg.duration)
         # the lane full before the start: a worker whose vCPU is taken away at the start
@@ -503,19 +503,10 @@ class Engine(Connections):
         gc.collect(1)  # young generations only: ~0.1 ms (the collector is off in run())
 
 
-def lane_ring() -> int:
-    """How many due times one worker's lane holds (_pump.c)."""
-    from tcpchurn.load import _pump
-
-    return _pump.LANE_RING
-
-
 def new_board(count: int, fd: int = -1) -> mmap.mmap:
     """The lanes of ``count`` workers: anonymous memory, or the memfd ``fd`` (workers.py
     creates one and maps it in each worker).  Zero-filled: every lane empty."""
-    from tcpchurn.load import _pump
-
-    size = count * _pump.LANE_BYTES
+    size = board_bytes(count)
     if fd >= 0:
         return mmap.mmap(fd, size)
     return mmap.mmap(-1, size)

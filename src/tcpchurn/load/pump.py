@@ -10,6 +10,7 @@ same: the C path hands every connection that is not plainly fine to conn.py.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable
@@ -24,15 +25,19 @@ except ImportError:  # built without a C compiler
 
 #: the environment variable that forces an engine: ``python`` or ``c`` (``auto``: default)
 ENV = "TCPCHURN_ENGINE"
-
+#: for A/B measurements (bench/): how overdue another worker's connection must be before
+#: a worker starts it, in seconds (engine.STEAL_LAG_S; ``inf``: never)
+STEAL_ENV = "TCPCHURN_STEAL_LAG_S"
 
 
 def engine_kind(cfg: LoadConfig, clock: Callable[[], float] = time.monotonic) -> str:
     """``"c"`` or ``"python"``: which path an engine for ``cfg`` takes (see the module).
 
     Raises :class:`BadValue` for a ``TCPCHURN_ENGINE`` that is unknown, or ``c`` where
-    the C path cannot run.
+    the C path cannot run, and for a ``TCPCHURN_STEAL_LAG_S`` that is no number of seconds
+    (checked here, where the runner asks before any worker starts).
     """
+    steal_lag_s(0.0)
     wanted = os.environ.get(ENV, "auto")
     if wanted not in ("auto", "c", "python"):
         raise BadValue(ENV, wanted, "use auto, c or python")
@@ -43,6 +48,33 @@ def engine_kind(cfg: LoadConfig, clock: Callable[[], float] = time.monotonic) ->
     if wanted == "c" and why_not:
         raise BadValue(ENV, wanted, f"the C path cannot run: {why_not}")
     return "python" if why_not or wanted == "python" else "c"
+
+
+def steal_lag_s(default: float) -> float:
+    """``TCPCHURN_STEAL_LAG_S`` if set, else ``default``; :class:`BadValue` if it is not a
+    number of seconds >= 0 (``inf`` allowed)."""
+    text = os.environ.get(STEAL_ENV)
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not value >= 0:  # also false for nan
+        raise BadValue(STEAL_ENV, text, "give seconds >= 0, or inf to never take over")
+    return value
+
+
+def board_bytes(count: int) -> int:
+    """The size of the lanes of ``count`` workers (_pump.c), for a memfd or an mmap."""
+    assert _pump is not None, "the C path was not built"
+    return count * _pump.LANE_BYTES
+
+
+def lane_ring() -> int:
+    """How many due times one worker's lane holds (_pump.c)."""
+    assert _pump is not None, "the C path was not built"
+    return _pump.LANE_RING
 
 
 def close_mode(close: str) -> int:

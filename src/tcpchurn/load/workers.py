@@ -141,10 +141,8 @@ def _board_fd(count: int) -> int:
 
     if not pump.available() or count < 2:
         return -1
-    from tcpchurn.load import _pump
-
     fd = os.memfd_create("tcpchurn-lanes")
-    os.ftruncate(fd, count * _pump.LANE_BYTES)
+    os.ftruncate(fd, pump.board_bytes(count))
     return fd
 
 
