@@ -25,6 +25,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -52,13 +53,17 @@ def tcpchurn_one_worker(url: str, secs: float, rate: float, kind: str) -> tuple[
     from tcpchurn.load.config import LoadConfig, parse_target
     from tcpchurn.load.engine import Engine
     from tcpchurn.load.pump import ENV
-    from tcpchurn.load.stats import RunTotals
+    from tcpchurn.load.stats import IntervalStats, RunTotals
 
     os.environ[ENV] = kind
     cfg = LoadConfig(target=parse_target(url), rate=rate, duration=secs, workers=1,
                      timeout=2.0, max_inflight=64).validate()
     totals = RunTotals()
-    engine = Engine(cfg, totals.add)
+
+    def record(st: IntervalStats) -> None:
+        totals.add(st)
+
+    engine = Engine(cfg, record)
     assert engine.kind == kind, f"asked for the {kind} path, got {engine.kind}"
     before = resource.getrusage(resource.RUSAGE_SELF)
     engine.run()
@@ -73,12 +78,13 @@ def main_inner(args: argparse.Namespace) -> None:
         print(f"nginx at {url}; {args.secs:g} s each, one thread", flush=True)
         print(f"{'load':<28}{'conn/s':>10}{'user µs':>10}{'sys µs':>10}")
         for r in range(args.rounds):
-            for label, run in (
+            runs: list[tuple[str, Callable[[], tuple[float, float, float]]]] = [
                 ("wrk -t1 -c32", lambda: wrk_one_thread(url, args.secs)),
                 ("tcpchurn, C path", lambda: tcpchurn_one_worker(url, args.secs, args.rate, "c")),
                 ("tcpchurn, Python path",
                  lambda: tcpchurn_one_worker(url, args.secs, args.rate, "python")),
-            ):
+            ]
+            for label, run in runs:
                 rate, user, system = run()
                 print(f"{label + f' #{r + 1}':<28}{rate:>10,.0f}{user:>10.2f}{system:>10.2f}",
                       flush=True)

@@ -52,9 +52,10 @@ def load(rate: float) -> Row:
 
 def counters(**tcpext: float) -> Row:
     """A counters_delta block with every TcpExt field the rules read at 0 unless given."""
-    base = {k: 0 for k in ("ListenOverflows", "ListenDrops", "TCPTimeWaitOverflow",
-                           "TCPSynRetrans", "TCPReqQFullDrop", "TCPReqQFullDoCookies",
-                           "SyncookiesSent", "TCPAbortOnMemory", "TCPMemoryPressures")}
+    base: dict[str, float] = {
+        k: 0 for k in ("ListenOverflows", "ListenDrops", "TCPTimeWaitOverflow",
+                       "TCPSynRetrans", "TCPReqQFullDrop", "TCPReqQFullDoCookies",
+                       "SyncookiesSent", "TCPAbortOnMemory", "TCPMemoryPressures")}
     base.update(tcpext)
     return {"TcpExt": base, "Tcp": {"ActiveOpens": 0, "PassiveOpens": 0}}
 

@@ -25,7 +25,7 @@ import math
 import random
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 STATES = ("ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT1", "FIN_WAIT2", "TIME_WAIT",
           "CLOSE", "CLOSE_WAIT", "LAST_ACK", "LISTEN", "CLOSING", "NEW_SYN_RECV")
@@ -161,7 +161,7 @@ def seed_2009() -> tuple[dict[str, Any], list[dict[str, Any]]]:
         for d, extra in ((ttfb, 0.35), (total, 0.45)):
             for k in ("p50", "p90", "p99", "p999", "max"):
                 if d[k] is not None:
-                    d[k] = round(float(d[k]) + extra, 3)
+                    d[k] = round(float(cast(float, d[k])) + extra, 3)
         load = {
             "target_rate": float(rate), "achieved_rate": float(attempted),
             "attempted": attempted, "ok": ok, "failed": failed, "late": 0, "skipped": 0,
@@ -170,7 +170,7 @@ def seed_2009() -> tuple[dict[str, Any], list[dict[str, Any]]]:
                            "schedule_lag": _lat(0.02 + rng.random() * 0.01, count=attempted)},
         }
         for k in tot:
-            tot[k] += int(load[k])
+            tot[k] += int(cast(int, load[k]))
         synretrans = 0 if t <= onset + 1 else pending
         client = kernel_sample(
             t, "host", states=_states(ESTABLISHED=3, SYN_SENT=pending, LISTEN=1),
@@ -279,7 +279,7 @@ def synthetic(rate: int, duration: int, interval: float = 1.0,
                            "schedule_lag": _lat(0.01 + rng.random() * 0.01, count=attempted)},
         }
         for k in tot:
-            tot[k] += int(load[k])
+            tot[k] += int(cast(int, load[k]))
         tw = int(rate * min(t, 60.0)) - rng.randint(0, 5)
         client = kernel_sample(
             t, "host", states=_states(ESTABLISHED=2, TIME_WAIT=tw, LISTEN=1),
