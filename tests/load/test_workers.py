@@ -67,9 +67,27 @@ def test_two_workers_merge_every_interval_exactly(port: int) -> None:
     assert len(pool.slices_ns) == 2 and len(set(pool.slices_ns)) == 1
 
 
-def allowed_cpus(pid: int) -> str:
+def status_field(pid: int, name: str) -> str:
     with open(f"/proc/{pid}/status") as f:
-        return next(ln.split()[1] for ln in f if ln.startswith("Cpus_allowed_list:"))
+        return next(ln.split()[1] for ln in f if ln.startswith(name + ":"))
+
+
+def allowed_cpus(pid: int) -> str:
+    return status_field(pid, "Cpus_allowed_list")
+
+
+def test_each_worker_s_descriptor_table_holds_its_share_before_the_start(port: int) -> None:
+    # grown during the run, each doubling of a shared table waits for an RCU grace
+    # period (process.reserve_fds): both workers slept 8-18 ms twice at every start
+    cfg = LoadConfig(target=parse_target(f"127.0.0.1:{port}"), rate=100.0, duration=0.3,
+                     workers=2, max_inflight=6000).validate()
+    with WorkerPool(cfg) as pool:
+        pool.start()  # returns once every worker is ready, before any connection
+        sizes = [int(status_field(p.pid, "FDSize")) for p in pool._procs]
+        for _st in pool.intervals():
+            pass
+    # 3,000 connections each, 256 descriptors beside them: the kernel rounds up to 4,096
+    assert all(size >= 3000 + 256 for size in sizes), sizes
 
 
 @pytest.mark.parametrize("pin", [True, False])

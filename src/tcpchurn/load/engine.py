@@ -43,7 +43,7 @@ from tcpchurn.load.conn import error_name as error_name  # re-exported (tests, c
 from tcpchurn.load.emitter import Emitter
 from tcpchurn.load.http import build_request
 from tcpchurn.load.process import raise_nofile as raise_nofile  # re-exported (runner.py)
-from tcpchurn.load.process import tuned_for_load
+from tcpchurn.load.process import reserve_fds, tuned_for_load
 from tcpchurn.load.pump import board_bytes, close_mode, engine_kind, lane_ring, steal_lag_s
 from tcpchurn.load.schedule import INF, Schedule
 from tcpchurn.load.stats import LATE_S as LATE_S  # re-exported: the lag that makes "late"
@@ -86,6 +86,9 @@ REFILL = 512
 #: so this takes only from a worker that is stalled or preempted, not from one on time.
 #: ``TCPCHURN_STEAL_LAG_S`` overrides it for A/B measurements (pump.steal_lag_s; bench/).
 STEAL_LAG_S = 0.0005
+#: descriptors a worker holds besides its connections (epoll, timerfd, pipes, the lanes'
+#: memfd, the interpreter's own), for reserve_fds
+FD_HEADROOM = 256
 END_GRACE_S = 0.05  # after ``duration``, connections still due may start this late
 STOP_GRACE_S = 1.0  # after stop(): how long in-flight connections may still finish
 
@@ -194,12 +197,17 @@ class Engine(Connections):
 
         The first fold and encode import and fault in numpy's and zlib's code, and the
         histograms' pages are touched on first use: measured as 30-90 ms of lag at the
-        start of a run at 45k/s, none of it the target's doing.
+        start of a run at 45k/s, none of it the target's doing.  And the descriptor
+        table is grown for every connection allowed (``reserve_fds``): grown in the run,
+        each doubling waited for an RCU grace period, 11-32 ms of lag at the start.
         """
         scratch = Recorder()
         scratch.done.extend((0.0, 0.0001, 0.0002, 0.0003, 0.0004) * 64)
         scratch.flush(0, 0.0, 1.0, 64.0, 0).encode()
         self.rec.prefault()
+        # room for every connection this engine may hold, and the process's own
+        # descriptors beside them, before run() starts the emitter thread (process.py)
+        reserve_fds(self.max_inflight + FD_HEADROOM)
 
     def stop(self) -> None:
         """Stop scheduling; in-flight connections get a short grace, then the last flush."""
