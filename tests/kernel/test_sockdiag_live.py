@@ -121,6 +121,24 @@ def test_destinations_filter_by_state(scene_ns: tuple[str, Procfs, Scene]) -> No
     assert len(theirs) == ours[0].sockets
 
 
+def test_destinations_leave_out_a_listener_s_own_connections(
+    scene_ns: tuple[str, Procfs, Scene],
+) -> None:
+    ns, procfs, scene = scene_ns
+    skip = sockdiag.listener_ports(sockdiag.listeners(procfs))
+    assert {scene.full_port, scene.est_port} <= skip
+    ours = sockdiag.destinations(procfs, top=100_000, skip_local_ports=skip)
+    # ss: every socket but the listeners, whose local port is not a listener's
+    theirs = [f for f in ss_lines(ns, "-a") if f[0] != "LISTEN"
+              and int(f[3].rsplit(":", 1)[1]) not in skip]
+    assert sum(d.sockets for d in ours) == len(theirs) > 0
+    every = sockdiag.destinations(procfs, top=100_000)
+    assert sum(d.sockets for d in every) > len(theirs)  # the server's side was there
+    # what a client holds is unchanged: the busiest remotes are the same
+    assert [(d.remote, d.states) for d in ours[:2]] == [(d.remote, d.states)
+                                                         for d in every[:2]]
+
+
 def test_socket_is_reused_and_survives_many_dumps(scene_ns: tuple[str, Procfs, Scene]) -> None:
     _, procfs, _ = scene_ns
     first = sockdiag.listeners(procfs)

@@ -103,7 +103,9 @@ class KernelSnapshot:
         dests: tuple[sockdiag.Destination, ...] | None = None
         port_range: int | None = None
         if detail and tcp is not None:
-            dests = tuple(sockdiag.destinations(procfs, top=10))
+            # the server's own connections say nothing of port use (listener_ports)
+            skip = sockdiag.listener_ports(listen or ())
+            dests = tuple(sockdiag.destinations(procfs, top=10, skip_local_ports=skip))
             port_range = _port_range(procfs)
         if pid is None:
             pid = procfs.pid
