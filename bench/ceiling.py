@@ -14,11 +14,12 @@ Starts nginx on loopback (generated config: ``worker_processes auto``, ``access_
   with its default workers (one per CPU) and ``--max-inflight 256`` (MAX_INFLIGHT), as
   wrk gets its best threads/connections;
 
-then tcpchurn at 50% and 80% of its median ceiling: the rate error and the schedule-lag
-p99 there, and 80% once more through ``tcpchurn run`` (kernel sampling, timeline,
-diagnosis), and at 80% of wrk's median rate (a load fixed by the peer).  Prints a
-table with the tcpchurn/wrk ratio, and what each connection cost nginx (its workers'
-CPU) under each load.
+then tcpchurn at 50% and 80% of its median ceiling: the rate error, the schedule-lag
+p99 and how busy all the CPUs were there, and 80% once more through ``tcpchurn run``
+(kernel sampling, timeline, diagnosis), and at 80% of wrk's median rate (a load fixed
+by the peer); and the highest rate in [0.5, 0.9] x the ceiling kept on time (lag p99
+under 2 ms), by binary search.  Prints a table with the tcpchurn/wrk ratio, and what
+each connection cost nginx (its workers' CPU) under each load.
 
 Before the rounds and before the checks it measures the machine's own stalls with
 nothing running (:func:`stall_probe`): on a shared VM they, not the generator, set the
@@ -26,7 +27,7 @@ lag p99 below the ceiling.
 
 As root it runs everything inside a throw-away network namespace (TIME_WAIT and ports of
 this load stay out of the host's tables, and vanish with it); ``--no-netns`` runs on the
-host's loopback.  Every load is bounded in time; the whole run takes ~13 minutes.
+host's loopback.  Every load is bounded in time; the whole run takes ~15 minutes.
 
     python3 bench/ceiling.py [--rounds 3] [--trial 4] [--check 10] [--check-runs 3]
                              [--no-netns]
