@@ -4,6 +4,7 @@ asked, and never outlive their parent."""
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -88,6 +89,32 @@ def test_each_worker_s_descriptor_table_holds_its_share_before_the_start(port: i
             pass
     # 3,000 connections each, 256 descriptors beside them: the kernel rounds up to 4,096
     assert all(size >= 3000 + 256 for size in sizes), sizes
+
+
+def test_the_table_is_grown_under_the_raised_limit_not_an_inherited_low_one(
+        port: int) -> None:
+    # a library user's process with the usual soft limit of 1,024: the worker raises it
+    # to the hard one (as run() does anyway) before it grows its table
+    code = textwrap.dedent(f"""
+        import resource
+        from tcpchurn.load.config import LoadConfig, parse_target
+        from tcpchurn.load.workers import WorkerPool
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))
+        cfg = LoadConfig(target=parse_target("127.0.0.1:{port}"), rate=100.0,
+                         duration=0.3, workers=1, max_inflight=3000).validate()
+        with WorkerPool(cfg) as pool:
+            pool.start()
+            with open(f"/proc/{{pool._procs[0].pid}}/status") as f:
+                print(next(ln.split()[1] for ln in f if ln.startswith("FDSize:")))
+            for _st in pool.intervals():
+                pass
+    """)
+    if resource.getrlimit(resource.RLIMIT_NOFILE)[1] < 3000 + 256:
+        pytest.skip("the hard RLIMIT_NOFILE is below what the test asks")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=60).stdout
+    assert int(out) >= 3000 + 256
 
 
 @pytest.mark.parametrize("pin", [True, False])

@@ -206,7 +206,9 @@ class Engine(Connections):
         scratch.flush(0, 0.0, 1.0, 64.0, 0).encode()
         self.rec.prefault()
         # room for every connection this engine may hold, and the process's own
-        # descriptors beside them, before run() starts the emitter thread (process.py)
+        # descriptors beside them, before run() starts the emitter thread (process.py);
+        # under the limit run() will have (tuned_for_load), not a lower inherited one
+        raise_nofile()
         reserve_fds(self.max_inflight + FD_HEADROOM)
 
     def stop(self) -> None:
