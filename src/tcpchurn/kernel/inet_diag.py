@@ -406,7 +406,7 @@ def _dest_struct(length: int) -> struct.Struct:
 def _without_local_ports(chunk: bytes, length: int, skip: frozenset[int]) -> bytes:
     """The messages of a uniform ``chunk`` whose local port (idiag_sport, big-endian at
     offset 20) is not in ``skip``, as vectorised byte work (no object per socket)."""
-    import numpy as np  # here: the cheap samples and `watch` never group destinations
+    import numpy as np  # here: only a full sample, and only with a listener, needs it
 
     rows = np.frombuffer(chunk, dtype=np.uint8).reshape(-1, length)
     sport = rows[:, 20].astype(np.uint16) << 8 | rows[:, 21]

@@ -99,14 +99,8 @@ class KernelSnapshot:
                 ruleset=ruleset, t0=t0, clock=clock, wall=wall))
         mono, now = clock(), wall()
         ss = read_sockstat(procfs)
-        tcp, listen = _sock_diag(procfs, detail, states or detail)
-        dests: tuple[sockdiag.Destination, ...] | None = None
-        port_range: int | None = None
-        if detail and tcp is not None:
-            # the server's own connections say nothing of port use (listener_ports)
-            skip = sockdiag.listener_ports(listen or ())
-            dests = tuple(sockdiag.destinations(procfs, top=10, skip_local_ports=skip))
-            port_range = _port_range(procfs)
+        tcp, listen, dests = _sock_diag(procfs, detail, states or detail)
+        port_range = _port_range(procfs) if dests is not None else None
         if pid is None:
             pid = procfs.pid
         return cls(
@@ -247,18 +241,27 @@ def _inside(procfs: Procfs) -> _Inside | None:
         return _insides[procfs]
 
 
-def _sock_diag(
-    procfs: Procfs, detail: bool, states: bool
-) -> tuple[sockdiag.TcpStates | None, tuple[sockdiag.Listener, ...] | None]:
-    """States (all but TIME_WAIT unless ``detail``) and listeners; None where the kernel
-    has no inet_diag (module missing) or a fixture has no captured reply."""
+def _sock_diag(procfs: Procfs, detail: bool, states: bool) -> tuple[
+    sockdiag.TcpStates | None,
+    tuple[sockdiag.Listener, ...] | None,
+    tuple[sockdiag.Destination, ...] | None,
+]:
+    """States (all but TIME_WAIT unless ``detail``), listeners and, with ``detail``, the
+    top 10 destinations; None where the kernel has no inet_diag (module missing) or a
+    fixture has no captured reply.  A full sample walks the ehash once for both its
+    states and its destinations (sockdiag.states_and_destinations)."""
     try:
         listen = tuple(sockdiag.listeners(procfs))
     except OSError:  # FileNotFoundError for fixtures, EPROTONOSUPPORT/ENOENT live
-        return None, None
+        return None, None, None
     if not states:
-        return None, listen
-    return sockdiag.tcp_states(procfs, None if detail else CHEAP_STATES), listen
+        return None, listen, None
+    if not detail:
+        return sockdiag.tcp_states(procfs, CHEAP_STATES), listen, None
+    # the server's own connections say nothing of port use (listener_ports)
+    tcp, dests = sockdiag.states_and_destinations(
+        procfs, top=10, skip_local_ports=sockdiag.listener_ports(listen))
+    return tcp, listen, tuple(dests)
 
 
 def _port_range(procfs: Procfs) -> int | None:

@@ -251,7 +251,8 @@ def listener_ports(listen: Iterable[Listener]) -> frozenset[int]:
 
 
 def states_and_destinations(
-    procfs: Procfs, top: int = 10, states: Iterable[str] | None = None
+    procfs: Procfs, top: int = 10, states: Iterable[str] | None = None,
+    skip_local_ports: frozenset[int] = frozenset(),
 ) -> tuple[TcpStates, list[Destination]]:
     """:func:`tcp_states` and :func:`destinations` from ONE dump per family.
 
@@ -264,7 +265,7 @@ def states_and_destinations(
     raw: DestinationCounts = collections.Counter()
 
     def both(chunk: Buffer) -> bool:
-        group_destinations(chunk, dest_mask, raw)
+        group_destinations(chunk, dest_mask, raw, skip_local_ports)
         return count_states(chunk, acc)
 
     for family, _label in FAMILIES:
