@@ -11,9 +11,16 @@ the kernel's rusage of that thread's process, divided by the connections made:
 * tcpchurn's engine in this process, one worker, a target rate above what it can reach
   (``--rate``), ``TCPCHURN_ENGINE=c`` and ``=python`` in turn.
 
+``--mode tcp`` measures bare connections instead (the two tcpchurn paths only: wrk has
+no such mode), closed with RST (``--close reset``): nginx waits for a request from a
+silent client, so it cannot close first, and a client closing first on loopback leaves
+each port in TIME_WAIT for 60 s, so connect() soon spends ~100 µs searching the
+ephemeral range for a port (KERNEL.md §B) and measures the kernel, not the generator.
+
 Rounds alternate (``--rounds``) and every value is printed: the machine may be shared.
 
-    python3 bench/cpu_per_conn.py [--rounds 3] [--secs 5] [--rate 100000] [--no-netns]
+    python3 bench/cpu_per_conn.py [--rounds 3] [--secs 5] [--rate 100000] [--mode tcp]
+                                  [--no-netns]
 """
 
 from __future__ import annotations
@@ -47,8 +54,8 @@ def wrk_one_thread(url: str, secs: float) -> tuple[float, float, float]:
     return rate, ru.ru_utime / n * 1e6, ru.ru_stime / n * 1e6
 
 
-def tcpchurn_one_worker(url: str, secs: float, rate: float, kind: str) -> tuple[float, float,
-                                                                                  float]:
+def tcpchurn_one_worker(url: str, secs: float, rate: float, kind: str,
+                        mode: str = "http") -> tuple[float, float, float]:
     """The same for tcpchurn's engine in this process, on the path ``kind``."""
     from tcpchurn.load.config import LoadConfig, parse_target
     from tcpchurn.load.engine import Engine
@@ -57,7 +64,8 @@ def tcpchurn_one_worker(url: str, secs: float, rate: float, kind: str) -> tuple[
 
     os.environ[ENV] = kind
     cfg = LoadConfig(target=parse_target(url), rate=rate, duration=secs, workers=1,
-                     timeout=2.0, max_inflight=64).validate()
+                     timeout=2.0, max_inflight=64, mode="tcp" if mode == "tcp" else "http",
+                     close="reset" if mode == "tcp" else "server").validate()
     totals = RunTotals()
 
     def record(st: IntervalStats) -> None:
@@ -75,15 +83,18 @@ def tcpchurn_one_worker(url: str, secs: float, rate: float, kind: str) -> tuple[
 
 def main_inner(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="tcpchurn-bench-") as tmp, nginx(Path(tmp)) as url:
-        print(f"nginx at {url}; {args.secs:g} s each, one thread", flush=True)
+        mode = args.mode
+        print(f"nginx at {url}; {args.secs:g} s each, one thread; --mode {mode}", flush=True)
         print(f"{'load':<28}{'conn/s':>10}{'user µs':>10}{'sys µs':>10}")
         for r in range(args.rounds):
             runs: list[tuple[str, Callable[[], tuple[float, float, float]]]] = [
-                ("wrk -t1 -c32", lambda: wrk_one_thread(url, args.secs)),
-                ("tcpchurn, C path", lambda: tcpchurn_one_worker(url, args.secs, args.rate, "c")),
+                ("tcpchurn, C path",
+                 lambda: tcpchurn_one_worker(url, args.secs, args.rate, "c", mode)),
                 ("tcpchurn, Python path",
-                 lambda: tcpchurn_one_worker(url, args.secs, args.rate, "python")),
+                 lambda: tcpchurn_one_worker(url, args.secs, args.rate, "python", mode)),
             ]
+            if mode == "http":
+                runs.insert(0, ("wrk -t1 -c32", lambda: wrk_one_thread(url, args.secs)))
             for label, run in runs:
                 rate, user, system = run()
                 print(f"{label + f' #{r + 1}':<28}{rate:>10,.0f}{user:>10.2f}{system:>10.2f}",
@@ -96,6 +107,8 @@ def main() -> None:
     parser.add_argument("--secs", type=float, default=5.0)
     parser.add_argument("--rate", type=float, default=100_000.0,
                         help="tcpchurn's target: above what one worker reaches")
+    parser.add_argument("--mode", choices=("http", "tcp"), default="http",
+                        help="tcp: bare connections, closed with RST (the module says why)")
     here_or_in_netns(parser, main_inner, __file__)
 
 

@@ -1,5 +1,5 @@
-"""The ``engine`` fixture: run a test once as installed (``auto``: the C hot path for
-HTTP, test_pump.py checks that it is the one taken) and once through the pure-Python
+"""The ``engine`` fixture: run a test once as installed (``auto``: the C hot path, in
+both modes, test_pump.py checks that it is the one taken) and once through the pure-Python
 path (``TCPCHURN_ENGINE=python``, pump.py), so the two cannot drift apart."""
 
 from __future__ import annotations

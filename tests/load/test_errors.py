@@ -37,13 +37,18 @@ def _first_finding(summary: dict[str, Any]) -> tuple[str, str]:
     return findings[0]["limit"], findings[0]["side"]
 
 
-def test_closed_port_is_econnrefused(tmp_path: Path) -> None:
+#: both modes for the errors a bare TCP connection meets too (both paths: ``engine``)
+MODES = pytest.mark.parametrize("mode", ["http", "tcp"])
+
+
+@MODES
+def test_closed_port_is_econnrefused(tmp_path: Path, mode: str) -> None:
     # A bound socket that does not listen holds the port: SYNs to it get an RST.
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))
         port = holder.getsockname()[1]
         done = run_tcpchurn(tmp_path, f"http://127.0.0.1:{port}/", "--rate", "100",
-                            "--duration", "1", "--workers", "1")
+                            "--duration", "1", "--workers", "1", "--mode", mode)
     summary = done.summary
     _only_error("ECONNREFUSED", summary)
     assert summary["connections"]["ok"] == 0
@@ -105,14 +110,16 @@ def test_rlimit_nofile_64_is_emfile(tmp_path: Path) -> None:
 
 
 @pytest.mark.root
-def test_dropped_syns_are_etimedout(tmp_path: Path, make_netns: Callable[[], str]) -> None:
+@MODES
+def test_dropped_syns_are_etimedout(tmp_path: Path, make_netns: Callable[[], str],
+                                    mode: str) -> None:
     ns = make_netns()
     # Drop every SYN to port 9 in this namespace: connect() waits, then --timeout fires.
     sh("nft", "add table inet tcpchurn_t; add chain inet tcpchurn_t input { type filter "
        "hook input priority 0; }; add rule inet tcpchurn_t input tcp dport 9 tcp flags syn "
        "drop", netns=ns)
     done = run_tcpchurn(tmp_path, "http://127.0.0.1:9/", "--rate", "20", "--duration", "1",
-                        "--workers", "1", "--timeout", "1", netns=ns)
+                        "--workers", "1", "--timeout", "1", "--mode", mode, netns=ns)
     _only_error("ETIMEDOUT", done.summary)
     assert done.summary["errors"]["ETIMEDOUT"] == 20
     consistent(done.summary, done.timeline)
@@ -121,8 +128,9 @@ def test_dropped_syns_are_etimedout(tmp_path: Path, make_netns: Callable[[], str
 
 
 @pytest.mark.root
+@MODES
 def test_fifty_ephemeral_ports_is_eaddrnotavail(
-    tmp_path: Path, make_netns: Callable[[], str]
+    tmp_path: Path, make_netns: Callable[[], str], mode: str
 ) -> None:
     ns = make_netns()
     # Not a loopback address: tcp_tw_reuse=2 would reuse TIME_WAIT ports towards 127/8
@@ -134,7 +142,7 @@ def test_fifty_ephemeral_ports_is_eaddrnotavail(
     with misbehaving("ok", host="198.18.0.1", netns=ns, port=80) as port:
         done = run_tcpchurn(tmp_path, f"http://198.18.0.1:{port}/", "--rate", "200",
                             "--duration", "1", "--workers", "1", "--close", "client",
-                            "--timeout", "2", netns=ns)
+                            "--timeout", "2", "--mode", mode, netns=ns)
     summary = done.summary
     _only_error("EADDRNOTAVAIL", summary)
     assert summary["connections"]["ok"] == 50

@@ -42,7 +42,7 @@ from tests.load.nginx_helper import free_port
 from tests.load.runhelp import run_tcpchurn
 
 if TYPE_CHECKING:
-    from tcpchurn.load._pump import Pump
+    from tcpchurn.load._pump import Export, Pump
 
 RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
@@ -60,15 +60,22 @@ def test_the_c_path_is_built_and_taken_for_http(monkeypatch: pytest.MonkeyPatch)
     assert Engine(cfg, lambda st: None).kind == "c"
 
 
+def test_bare_tcp_takes_the_c_path_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(pump.ENV, raising=False)
+    assert pump.engine_kind(cfg_for(80, mode="tcp")) == "c"
+    monkeypatch.setenv(pump.ENV, "c")
+    assert pump.engine_kind(cfg_for(80, mode="tcp", close="server")) == "c"
+
+
 def test_what_stays_in_python(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(pump.ENV, raising=False)
-    assert pump.engine_kind(cfg_for(80, mode="tcp")) == "python"
     assert pump.engine_kind(cfg_for(80), clock=lambda: 0.0) == "python"  # a fake clock
     monkeypatch.setenv(pump.ENV, "python")
     assert pump.engine_kind(cfg_for(80)) == "python"
+    assert pump.engine_kind(cfg_for(80, mode="tcp")) == "python"
     monkeypatch.setenv(pump.ENV, "c")
-    with pytest.raises(BadValue, match="--mode http only"):
-        pump.engine_kind(cfg_for(80, mode="tcp"))
+    with pytest.raises(BadValue, match="the C path cannot run: it runs on the real clock"):
+        pump.engine_kind(cfg_for(80), clock=lambda: 0.0)
     monkeypatch.setenv(pump.ENV, "fast")
     with pytest.raises(BadValue, match="'fast' is not valid: use auto, c or python"):
         pump.engine_kind(cfg_for(80))
@@ -203,6 +210,66 @@ def test_keep_alive_closes_are_served_in_c(judged: list[bytes], close: str) -> N
         js = totals_of(cfg_for(port, close=close))
     assert js["connections"]["ok"] == 100 and js["errors"] == {}  # type: ignore[index]
     assert len(judged) == 1
+
+
+@pytest.fixture
+def adopted(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
+    """The states of the connections that the C path handed over to conn.py."""
+    seen: list[int] = []
+    real = Connections._adopt
+
+    def spy(self: Connections, x: Export, now: float) -> None:
+        seen.append(x[4])
+        real(self, x, now)
+
+    monkeypatch.setattr(Connections, "_adopt", spy)
+    monkeypatch.delenv(pump.ENV, raising=False)
+    yield seen
+
+
+@pytest.mark.parametrize("close", ["client", "reset"])
+def test_bare_tcp_closing_first_never_leaves_c(adopted: list[int], close: str) -> None:
+    def handle(conn: socket.socket, n: int) -> None:
+        try:
+            conn.recv(1)  # the client's FIN (or RST): nothing was sent
+        except ConnectionResetError:
+            pass
+        conn.close()
+
+    for port in serve(handle):
+        js = totals_of(cfg_for(port, mode="tcp", close=close))
+    assert js["connections"]["ok"] == 100 and js["errors"] == {}  # type: ignore[index]
+    assert adopted == []
+    lat = js["latency_ms"]  # type: ignore[index]
+    # closed once connected: the end is the connect, and no byte came
+    assert lat["total"]["max"] == lat["connect"]["max"]  # type: ignore[index]
+    assert lat["ttfb"]["p50"] is None  # type: ignore[index]
+
+
+def test_bare_tcp_waits_in_c_for_the_servers_fin(adopted: list[int]) -> None:
+    def handle(conn: socket.socket, n: int) -> None:
+        time.sleep(0.02)
+        conn.sendall(b"220 ready\r\n")  # bytes before the FIN: kept as ttfb, not judged
+        conn.close()
+
+    for port in serve(handle):
+        js = totals_of(cfg_for(port, mode="tcp", close="server"))
+    assert js["connections"]["ok"] == 100 and js["errors"] == {}  # type: ignore[index]
+    assert adopted == []
+    lat = js["latency_ms"]  # type: ignore[index]
+    assert lat["ttfb"]["p50"] >= 15 and lat["total"]["p50"] >= 15  # type: ignore[index]
+
+
+def test_bare_tcp_hands_a_reset_to_python(adopted: list[int]) -> None:
+    def handle(conn: socket.socket, n: int) -> None:
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
+        time.sleep(0.02)
+        conn.close()  # RST
+
+    for port in serve(handle):
+        js = totals_of(cfg_for(port, mode="tcp", close="server"))
+    assert js["errors"] == {"ECONNRESET": 100}  # type: ignore[index]
+    assert len(adopted) == 100
 
 
 def test_summary_names_the_engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,10 +9,12 @@
  * Against nginx on loopback that gap alone is the difference between 0.84-0.94 of wrk's
  * rate and more than wrk's (bench/ceiling.py; docs/run.md "Keeping the schedule").
  *
- * What is here is ONLY the common path of an HTTP connection: socket, [bind], connect,
- * send, register with the engine's epoll (edge-triggered, one registration), recv, and,
- * when the bytes equal the last response that the Python code judged complete, close and
- * record the five timestamps.  Everything else -- an error, a response that differs, a
+ * What is here is ONLY the common path of a connection.  --mode http: socket, [bind],
+ * connect, send, register with the engine's epoll (edge-triggered, one registration),
+ * recv, and, when the bytes equal the last response that the Python code judged
+ * complete, close and record the five timestamps.  --mode tcp: socket, [bind], connect,
+ * and once connected close (--close client|reset; on loopback connect() returns
+ * connected, so no registration at all) or wait for the server's FIN (--close server).  Everything else -- an error, a response that differs, a
  * timeout -- is *exported*: the connection, with what it has read, is handed to the
  * Python engine (conn.py), which stays the one place where responses are judged and
  * errors named, and which owns the connection from then on.  So the two engines cannot
@@ -126,6 +128,7 @@ typedef struct {
     char *req;
     Py_ssize_t reqlen;
     int close_mode;
+    int http; /* --mode http; 0: bare tcp (connect, then close as --close says) */
     double start_at;
     PyObject *ok[2]; /* bytes: the last complete response, without / with the FIN */
     Conn *conns;
@@ -215,12 +218,14 @@ static void Pump_dealloc(Pump *self) {
 
 static int Pump_init(Pump *self, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"epfd", "af", "addr", "sources", "request", "close_mode",
-                             "start_at", "late_s", "maxevents", NULL};
+                             "start_at", "late_s", "maxevents", "http", NULL};
     PyObject *addr, *sources;
     Py_buffer req;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iiOOy*iddi", kwlist, &self->epfd, &self->af,
-                                     &addr, &sources, &req, &self->close_mode,
-                                     &self->start_at, &self->late_s, &self->maxevents))
+    self->http = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iiOOy*iddi|p", kwlist, &self->epfd,
+                                     &self->af, &addr, &sources, &req, &self->close_mode,
+                                     &self->start_at, &self->late_s, &self->maxevents,
+                                     &self->http))
         return -1;
     self->req = malloc((size_t)req.len);
     if (!self->req) {
@@ -326,6 +331,8 @@ static int add_row(Pump *self, double a, double b, double c, double d, double e)
     return 0;
 }
 
+static void record_ok(Pump *self, Conn *c, double end);
+
 /* start connection `seq` due at `sched`: 0, the errno that failed it before any event,
    or -1 with a Python error (no memory) */
 static int start_one(Pump *self, long long seq, double sched, double now) {
@@ -346,13 +353,41 @@ static int start_one(Pump *self, long long seq, double sched, double now) {
     double conn_t = MISSING;
     if (connect(fd, (struct sockaddr *)&self->addr, self->addrlen) < 0 && errno != EINPROGRESS)
         goto fail;
-    /* send now: on loopback connect() returns with the handshake done; EAGAIN (or
-       ENOTCONN) means SYN_SENT: wait for EPOLLOUT */
-    if (send(fd, self->req, (size_t)self->reqlen, MSG_NOSIGNAL) >= 0) {
-        conn_t = mono() - self->start_at;
-        state = READING;
-    } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != ENOTCONN) {
-        goto fail;
+    if (self->http) {
+        /* send now: on loopback connect() returns with the handshake done; EAGAIN (or
+           ENOTCONN) means SYN_SENT: wait for EPOLLOUT */
+        if (send(fd, self->req, (size_t)self->reqlen, MSG_NOSIGNAL) >= 0) {
+            conn_t = mono() - self->start_at;
+            state = READING;
+        } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != ENOTCONN) {
+            goto fail;
+        }
+    } else {
+        /* bare tcp: is the handshake done already (loopback, above)?  getpeername() says
+           ENOTCONN in SYN_SENT and in CLOSE (refused: the error event names it), so
+           ENOTCONN waits for EPOLLOUT or the error, as a remote target's does */
+        struct sockaddr_storage peer;
+        socklen_t plen = sizeof peer;
+        if (getpeername(fd, (struct sockaddr *)&peer, &plen) == 0) {
+            double t = mono() - self->start_at;
+            if (self->close_mode != CLOSE_SERVER) {
+                /* connected is done: no epoll registration, no event, no slot */
+                self->ok_count++;
+                Conn one = {.sched = sched, .start = now, .conn_t = t, .ttfb = MISSING};
+                if (self->close_mode == CLOSE_RESET) {
+                    struct linger lg = {1, 0}; /* see finish_ok */
+                    setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+                }
+                close(fd);
+                if (self->bound) record_ok(self, &one, t);
+                else if (add_row(self, sched, now, t, MISSING, t) < 0) return -1;
+                return 0;
+            }
+            conn_t = t;
+            state = READING; /* --close server: wait for its FIN */
+        } else if (errno != ENOTCONN) {
+            goto fail;
+        }
     }
     struct epoll_event ev;
     ev.events = EPOLLIN | EPOLLRDHUP | EPOLLET | (state == CONNECTING ? EPOLLOUT : 0);
@@ -477,10 +512,17 @@ static int serve(Pump *self, int fd, uint32_t ev, double now, PyObject *exports)
     if (c->state == CONNECTING) {
         if (ev & (EPOLLERR | EPOLLHUP)) return export(self, exports, fd, ev, ACT_EVENT, 0);
         c->conn_t = now;
-        if (send(fd, self->req, (size_t)self->reqlen, MSG_NOSIGNAL) < 0)
-            return export(self, exports, fd, ev, ACT_FAIL, errno);
-        c->state = READING;
-        if (!(ev & (EPOLLIN | EPOLLRDHUP))) return 0; /* the response raises a new edge */
+        if (!self->http) {
+            if (self->close_mode != CLOSE_SERVER)
+                return finish_ok(self, fd, now, self->close_mode == CLOSE_RESET);
+            c->state = READING; /* bare tcp, --close server: wait for its FIN */
+            if (!(ev & (EPOLLIN | EPOLLRDHUP))) return 0;
+        } else {
+            if (send(fd, self->req, (size_t)self->reqlen, MSG_NOSIGNAL) < 0)
+                return export(self, exports, fd, ev, ACT_FAIL, errno);
+            c->state = READING;
+            if (!(ev & (EPOLLIN | EPOLLRDHUP))) return 0; /* the response: a new edge */
+        }
     }
     /* read what is queued: a short recv() took all of it, and EPOLLRDHUP in the same
        event says the FIN is behind it (conn.py, _event) */
@@ -501,7 +543,8 @@ static int serve(Pump *self, int fd, uint32_t ev, double now, PyObject *exports)
             break;
         }
         if (c->ttfb < 0) c->ttfb = now;
-        if (append_buf(c, self->rbuf, n) < 0) {
+        /* bare tcp keeps no bytes: only the server's FIN ends it (conn.py, _judge) */
+        if (self->http && append_buf(c, self->rbuf, n) < 0) {
             PyErr_NoMemory();
             return -1;
         }
@@ -511,6 +554,10 @@ static int serve(Pump *self, int fd, uint32_t ev, double now, PyObject *exports)
         }
     }
     if (!got) return 0;
+    if (!self->http) {
+        if (failed) return export(self, exports, fd, ev, ACT_JUDGE, failed);
+        return c->eof ? finish_ok(self, fd, now, 0) : 0;
+    }
     if (!failed && matches(self->ok[c->eof], c)) {
         if (self->close_mode != CLOSE_SERVER) return finish_ok(self, fd, now,
                                                                self->close_mode == CLOSE_RESET);

@@ -18,10 +18,10 @@ from its *scheduled* time as well as from its actual start (stats.py).
 
 What one connection does (open, serve its events, close, record, time out) is in
 conn.py, whose handlers :class:`Engine` inherits; errors are named there, at ONE place,
-:func:`error_name` (docs/schema.md §7).  For ``--mode http`` the plain path of each
-connection runs in C (_pump.c, which owns the epoll set's connections and returns the
-rest of the events), for the ~3 µs of user CPU per connection that Python cannot shed
-and the server on the same cores needs (docs/run.md "The C hot path"); whatever is not
+:func:`error_name` (docs/schema.md §7).  The plain path of each connection runs in C
+(_pump.c, which owns the epoll set's connections and returns the rest of the events),
+for the ~3 µs of user CPU per connection that Python cannot shed and the server on the
+same cores needs (docs/run.md "The C hot path"); whatever is not
 plainly fine is handed to conn.py.  The schedule, the intervals and the stats stay here.
 """
 
@@ -235,7 +235,8 @@ class Engine(Connections):
 
             self.pump = Pump(ep.fileno(), self.af, self.cfg.target.sockaddr,
                              [(ip, 0) for ip in self.sources], self.request,
-                             close_mode(self.cfg.close), self.start_at, LATE_S, MAX_EVENTS)
+                             close_mode(self.cfg.close), self.start_at, LATE_S, MAX_EVENTS,
+                             http=self.http)
             board = self.board if self.board is not None else new_board(self.count)
             self.pump.share(board, self.index, self.count)
             self._bind()

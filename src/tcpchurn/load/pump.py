@@ -1,11 +1,11 @@
 """Whether an engine runs its connections through the C hot path (``_pump.c``).
 
 The C path is used when it was built (``pip install`` compiles it; ``optional``: an
-install without a compiler still works), the mode is ``http`` (bare ``--mode tcp`` is
-rare and stays in Python), the engine runs on the real clock (tests on a fake clock drive
-the Python path), and ``TCPCHURN_ENGINE`` is not ``python`` (for A/B measurements and for
-the tests that run both paths against the same servers).  Either way the results are the
-same: the C path hands every connection that is not plainly fine to conn.py.
+install without a compiler still works), the engine runs on the real clock (tests on a
+fake clock drive the Python path), and ``TCPCHURN_ENGINE`` is not ``python`` (for A/B
+measurements and for the tests that run both paths against the same servers), in both
+modes.  Either way the results are the same: the C path hands every connection that is
+not plainly fine to conn.py.
 """
 
 from __future__ import annotations
@@ -43,7 +43,6 @@ def engine_kind(cfg: LoadConfig, clock: Callable[[], float] = time.monotonic) ->
         raise BadValue(ENV, wanted, "use auto, c or python")
     why_not = ("it was not built (pip install needs a C compiler; reinstall with gcc)"
                if _pump is None else
-               "it serves --mode http only" if cfg.mode != "http" else
                "it runs on the real clock only" if clock is not time.monotonic else "")
     if wanted == "c" and why_not:
         raise BadValue(ENV, wanted, f"the C path cannot run: {why_not}")
