@@ -1,17 +1,19 @@
-"""What the engine does to its own process: the descriptor table grown before the start.
+"""What the engine does to its own process: the descriptor table grown before the start;
+and numpy's BLAS kept from starting threads in the command's own process.
 
 Each case runs in a fresh interpreter: pytest's own table is already large."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
 
 import pytest
 
-from tcpchurn.load.process import RESERVE_FDS_MAX, reserve_fds
+from tcpchurn.load.process import BLAS_THREAD_VARS, RESERVE_FDS_MAX, reserve_fds
 
 PROBE = textwrap.dedent("""
     import json, os, resource, sys
@@ -79,3 +81,33 @@ def test_the_cap_bounds_the_memory() -> None:
     r = probe(5000, cap=2000)
     assert r["got"] == 2000
     assert isinstance(r["after"], int) and 2000 <= r["after"] < 5000
+
+
+THREADS_AFTER_NUMPY = textwrap.dedent("""
+    import os, sys
+    if sys.argv[1] == "cli":
+        from tcpchurn.cli import main
+        try:
+            main(["--version"])
+        except SystemExit:
+            pass
+    import numpy
+    numpy.ones((64, 64)) @ numpy.ones((64, 64))  # a BLAS call
+    print(len(os.listdir("/proc/self/task")))
+""")
+
+
+def test_the_command_keeps_numpys_blas_to_one_thread() -> None:
+    """``tcpchurn``'s own process (the sampler, the timeline, the dashboard) shares the
+    cores with the load: numpy's BLAS must not start threads that spin there."""
+    env = {k: v for k, v in os.environ.items() if k not in BLAS_THREAD_VARS}
+
+    def threads(how: str) -> int:
+        out = subprocess.run([sys.executable, "-c", THREADS_AFTER_NUMPY, how], env=env,
+                             capture_output=True, text=True, check=True).stdout
+        return int(out.split()[-1])  # after `tcpchurn, version ...`
+
+    plain = threads("plain")
+    if plain == 1:
+        pytest.skip("numpy's BLAS starts no threads of its own here (one CPU, or no OpenBLAS)")
+    assert threads("cli") == 1

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 import sys
 from typing import Any
 
@@ -30,6 +31,7 @@ import click
 
 from tcpchurn import __version__
 from tcpchurn.errors import TcpchurnError
+from tcpchurn.load.process import one_blas_thread
 
 # name -> (module, attribute, one-line help shown by `tcpchurn --help`)
 COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -86,6 +88,8 @@ def cli() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the command, turn every error into one line and an exit code."""
+    if "numpy" not in sys.modules:  # BLAS reads its thread count when numpy loads it
+        one_blas_thread(os.environ)
     try:
         rv: Any = cli.main(args=argv, prog_name="tcpchurn", standalone_mode=False)
     except click.exceptions.Exit as exc:

@@ -20,9 +20,27 @@ import fcntl
 import gc
 import os
 import resource
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 
 from tcpchurn.libc import libc
+
+#: the variables by which numpy's BLAS libraries take their thread count, at load time
+BLAS_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def one_blas_thread(env: MutableMapping[str, str]) -> None:
+    """Have numpy's BLAS start no threads of its own in a process started with ``env``
+    (or in this one, when numpy is not imported yet).
+
+    OpenBLAS starts a thread per CPU but one when numpy is imported, and they spin for a
+    while after any BLAS call: perf showed ``blas_thread_server`` at 3% of a saturated
+    worker's CPU, and in ``tcpchurn run``'s own process the second thread took 10 of its
+    44 ticks over 8 s at 20,000/s, a CPU that nginx on the same cores lacks.  Nothing in
+    tcpchurn needs BLAS: its arrays are small.
+    """
+    for name in BLAS_THREAD_VARS:
+        env[name] = "1"
+
 
 PR_SET_TIMERSLACK, PR_GET_TIMERSLACK = 29, 30  # include/uapi/linux/prctl.h
 TIMER_SLACK_NS = 1000

@@ -43,6 +43,7 @@ from multiprocessing.connection import Connection
 
 from tcpchurn.libc import libc
 from tcpchurn.load.config import LoadConfig
+from tcpchurn.load.process import one_blas_thread
 from tcpchurn.load.slice import request_slice
 from tcpchurn.load.stats import IntervalStats
 
@@ -102,15 +103,10 @@ def _child(out_fd: int, ctrl_fd: int) -> None:
 
 
 def _child_env() -> dict[str, str]:
-    """The parent's environment, with numpy's BLAS kept to one thread.
-
-    numpy (stats.py) starts OpenBLAS worker threads at import that spin after any BLAS
-    call; perf showed ``blas_thread_server`` at 3% of a saturated worker's CPU.  The
-    engine needs no BLAS at all.
-    """
+    """The parent's environment, with numpy's BLAS kept to one thread (the engine needs
+    no BLAS at all: process.one_blas_thread)."""
     env = dict(os.environ)
-    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        env[name] = "1"
+    one_blas_thread(env)
     return env
 
 
