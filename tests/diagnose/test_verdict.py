@@ -244,6 +244,61 @@ def test_consequence_yields_to_its_cause() -> None:
     assert [f.limit for f in diagnose_run(timeline, summary).findings] == ["accept_queue"]
 
 
+def crowded_ports(held: int) -> Callable[[int, Row], None]:
+    """Bare connections the client closes first, at 2x what the generator reaches: a
+    full sample every 5 s shows ``held`` of the destination's 28,232 ports in TIME_WAIT
+    (tcp_tw_reuse=2 keeps it below the range), and no connect() fails."""
+    def tweak(t: int, row: Row) -> None:
+        ld = row["load"]
+        ld.update(target_rate=2000.0, achieved_rate=1000.0, attempted=1000, ok=1000,
+                  skipped=1000)
+        ld["latency_ms"]["schedule_lag"] = latency(2000.0, 4000.0, 5000.0, 5001.0)
+        # from the schedule, connects sit "on" the 3 s SYN step: the generator's lag
+        ld["latency_ms"]["connect"] = latency(2500.0, 3100.0, 5000.0, 5001.0)
+        ld["latency_from_actual_start_ms"] = {"connect": latency(0.5, 3.3, 47.0, 60.0)}
+        if t % 5 == 0:
+            row["client"]["destinations"] = [
+                {"remote": "198.18.0.2:80", "sockets": held, "states": {"TIME_WAIT": held},
+                 "port_range": 28232}]
+    return tweak
+
+
+def test_a_generator_behind_with_most_ports_held_is_the_port_search() -> None:
+    timeline, summary = make_run(15, crowded_ports(17775), rate=2000.0, close="client")
+    findings = diagnose_run(timeline, summary).findings
+    # not "give the generator more CPU" (it yields), not "unreachable" (lag, no SYN lost)
+    assert [(f.limit, f.side, f.severity) for f in findings] == [
+        ("ephemeral_ports", "client", "degraded")]
+    f = findings[0]
+    assert f.onset_s == 0.0  # the generator's onset; the first full sample came at 5 s
+    assert "searched the range for a free port: 198.18.0.2:80 held 17,775 of the 28,232" \
+        in f.explanation
+    assert "started 1,000 of 2,000 connections/s" in f.explanation
+    assert "EADDRNOTAVAIL" not in f.explanation
+
+
+def test_a_generator_behind_with_few_ports_held_stays_the_generator() -> None:
+    timeline, summary = make_run(15, crowded_ports(5000), rate=2000.0, close="client")
+    assert [f.limit for f in diagnose_run(timeline, summary).findings] == [
+        "generator_saturated"]
+
+
+def test_syn_steps_are_read_from_the_actual_start() -> None:
+    """A lagging generator's connects, from the schedule, may sit on a SYN step; from
+    their actual start they do not, and nothing was retransmitted: not "unreachable"."""
+    timeline, summary = make_run(10, from_t(1, slow_generator))
+    for row in timeline:
+        row["load"]["latency_ms"]["connect"] = latency(2900.0, 3050.0, 3100.0, 3200.0)
+        row["load"]["latency_from_actual_start_ms"] = {"connect": latency()}
+    assert [f.limit for f in diagnose_run(timeline, summary).findings] == [
+        "generator_saturated"]
+    # the same connects from the actual start on the step: SYNs were lost
+    for row in timeline:
+        row["load"]["latency_from_actual_start_ms"] = {
+            "connect": latency(2900.0, 3050.0, 3100.0, 3200.0)}
+    assert "unreachable" in [f.limit for f in diagnose_run(timeline, summary).findings]
+
+
 def test_loopback_without_server_sample_reads_the_client_namespace() -> None:
     def overflow(t: int, row: Row) -> None:
         if t >= 3:

@@ -38,6 +38,9 @@ SLOW_SERVICE_MS = 1000.0  # server think time (ttfb - connect, p50) that makes i
 LAG_P99_MS = 50.0  # generator schedule lag p99 above which it is not keeping time
 ACHIEVED_SHARE = 0.99  # achieved below 99% of the target rate: the generator fell behind
 SKIPPED_SHARE = 0.005  # more than 0.5% of due connections never started
+#: a destination holding this share of its ports while the generator falls behind: the
+#: port search is the generator's work (_port_search)
+PORT_SEARCH_SHARE = 0.5
 
 
 # --- B/C. ports -----------------------------------------------------------------------
@@ -48,9 +51,12 @@ def _port_count(run: RunData) -> float | None:
     return _busiest_destination(run)[2]
 
 
-def _busiest_destination(run: RunData) -> tuple[str | None, float | None, float | None]:
+def _busiest_destination(run: RunData, last: int | None = None
+                         ) -> tuple[str | None, float | None, float | None]:
+    """(remote, sockets, port range) of the destination with the most sockets in any
+    full sample up to interval ``last`` (all when None)."""
     best: tuple[str | None, float | None, float | None] = (None, None, None)
-    for i in range(len(run)):
+    for i in range(len(run) if last is None else last + 1):
         for dest in run.entries(i, "client", "destinations"):
             sockets = dest.get("sockets")
             if isinstance(sockets, (int, float)) and (best[1] is None or sockets > best[1]):
@@ -63,8 +69,34 @@ def _busiest_destination(run: RunData) -> tuple[str | None, float | None, float 
     return best
 
 
+def _port_search(run: RunData, ports: float | None) -> int | None:
+    """The interval from which the generator fell behind while a destination held at
+    least :data:`PORT_SEARCH_SHARE` of its ports (in the first full sample of that
+    stretch or before), or None.
+
+    connect() looks for a free port by walking the range from a per-destination offset
+    (net/ipv4/inet_hashtables.c ``__inet_hash_connect``), and every port it passes that
+    is held towards the same destination costs a lookup; a TIME_WAIT port can be taken
+    only once ``tcp_tw_reuse_delay`` (1 s) old.  Long before EADDRNOTAVAIL, the search
+    becomes the generator's work (KERNEL.md §B: "connect latency and system CPU rise"):
+    bare connections closed by the client at 30,000/s to nginx on loopback reached
+    14,600/s, 60% of the ports held, connect() ~100 µs of system time each, and the
+    generator looked CPU-bound.  More generator CPU would not have helped.
+    """
+    i0 = sustained_onset(_behind(run))
+    if i0 is None:
+        return None
+    for last in range(i0, len(run)):
+        _remote, sockets, dest_range = _busiest_destination(run, last)
+        cap = dest_range or ports
+        if sockets is not None and cap:
+            return i0 if sockets >= PORT_SEARCH_SHARE * cap else None
+    return None
+
+
 def ephemeral_ports(run: RunData, side: str) -> Evidence | None:
-    """``connect()`` failing with EADDRNOTAVAIL, or a destination near the range (§1 B)."""
+    """``connect()`` failing with EADDRNOTAVAIL, a destination near the range, or the
+    generator behind while a destination holds most of its ports (§1 B)."""
     ports = _port_count(run)
     remote, sockets, dest_range = _busiest_destination(run)
     figures: dict[str, Any] = {
@@ -81,14 +113,27 @@ def ephemeral_ports(run: RunData, side: str) -> Evidence | None:
     figures["max_rate"] = rounded(per_tuple / TCP_TIMEWAIT_LEN_S if per_tuple else None)
     if found is None:
         cap = dest_range or ports
+        share = f"{sockets:,.0f} of the {cap:,.0f}" if sockets is not None and cap else ""
+        i_search = _port_search(run, ports)
+        if i_search is not None:
+            severity, achieved, target = _behind_severity(run, i_search)
+            symptom = (f"connect() searched the range for a free port: {remote} held {share} "
+                       f"ports, and the generator started {achieved:,.0f} of {target:,.0f} "
+                       f"connections/s")
+            return Evidence(run.start(i_search), severity,
+                            {**common_figures(run, i_search), **figures, "errors_total": 0,
+                             "errors_per_s": 0.0, "symptom": symptom})
         if sockets is None or not cap or sockets < NEAR_SHARE * cap:
             return None
         return Evidence(0.0, "warning", {**common_figures(run, 0), **figures, "errors_total": 0,
-                                         "errors_per_s": 0.0})
+                                         "errors_per_s": 0.0,
+                                         "symptom": f"{remote} held {share} ports"})
     i0, onset, total = found
     errs = [run.errors(i, "EADDRNOTAVAIL") for i in range(len(run))]
     figures.update(common_figures(run, i0))
     figures.update(errors_total=total, errors_per_s=round(per_second(run, i0, errs), 1))
+    figures["symptom"] = (f"connect() failed with EADDRNOTAVAIL {total:,.0f} times "
+                          f"({figures['errors_per_s']:,.0f}/s)")
     severity = impact_severity(run, i0)
     return Evidence(onset, "degraded" if severity == "warning" else severity, figures)
 
@@ -202,8 +247,9 @@ def syn_queue(run: RunData, side: str) -> Evidence | None:
 
 
 # --- the generator and the server -----------------------------------------------------
-def generator_saturated(run: RunData, side: str) -> Evidence | None:
-    """Our own client could not keep the schedule: behind rate, skipped, or lagging."""
+def _behind(run: RunData) -> list[bool]:
+    """Per interval: the generator did not keep the schedule (behind rate, skipped, or
+    lagging)."""
     hits = []
     for i in range(len(run)):
         target = run.load_num(i, "target_rate")
@@ -217,12 +263,24 @@ def generator_saturated(run: RunData, side: str) -> Evidence | None:
             or run.load_num(i, "skipped") > SKIPPED_SHARE * due
             or (lag is not None and lag >= LAG_P99_MS)
         )
-    i0 = sustained_onset(hits)
-    if i0 is None:
-        return None
+    return hits
+
+
+def _behind_severity(run: RunData, i0: int) -> tuple[str, float, float]:
+    """(severity, mean achieved, mean target rate) of the intervals from ``i0`` on:
+    "stopped" below half the target."""
     n = len(run) - i0
     achieved = sum(run.load_num(i, "achieved_rate") for i in range(i0, len(run))) / n
     target = sum(run.load_num(i, "target_rate") for i in range(i0, len(run))) / n
+    return ("stopped" if target and achieved < 0.5 * target else "degraded"), achieved, target
+
+
+def generator_saturated(run: RunData, side: str) -> Evidence | None:
+    """Our own client could not keep the schedule: behind rate, skipped, or lagging."""
+    i0 = sustained_onset(_behind(run))
+    if i0 is None:
+        return None
+    severity, achieved, target = _behind_severity(run, i0)
     figures = {
         **common_figures(run, i0),
         "achieved_rate": round(achieved, 1),
@@ -232,7 +290,6 @@ def generator_saturated(run: RunData, side: str) -> Evidence | None:
         "late_total": sum(run.load_num(i, "late") for i in range(len(run))),
         "lag_p99_ms": rounded(max_latency(run, i0, "schedule_lag", "p99")),
     }
-    severity = "stopped" if target and achieved < 0.5 * target else "degraded"
     return Evidence(run.start(i0), severity, figures)
 
 
@@ -290,7 +347,8 @@ def unreachable(run: RunData, side: str) -> Evidence | None:
     names = ["ENETUNREACH", "EHOSTUNREACH", "ETIMEDOUT"]
     found = error_evidence(run, names)
     stepped = [
-        near_syn_step(run.latency(i, "connect", "p90")) is not None for i in range(len(run))
+        near_syn_step(run.latency_actual(i, "connect", "p90")) is not None
+        for i in range(len(run))
     ]
     i_step = sustained_onset(stepped, strict=True)
     if found is None and i_step is None:
@@ -304,7 +362,9 @@ def unreachable(run: RunData, side: str) -> Evidence | None:
         **common_figures(run, i0),
         "unreach_total": sum(run.errors(i, "ENETUNREACH", "EHOSTUNREACH") for i in range(len(run))),
         "timeouts_total": sum(run.errors(i, "ETIMEDOUT") for i in range(len(run))),
-        "connect_p90_ms": rounded(max_latency(run, i0, "connect", "p90")),
+        "connect_p90_ms": rounded(max(
+            (v for i in range(i0, len(run))
+             if (v := run.latency_actual(i, "connect", "p90")) is not None), default=None)),
         "server_watched": run.has_side("server"),
     }
     severity = impact_severity(run, i0)

@@ -109,13 +109,14 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "ephemeral_ports", "ephemeral ports exhausted", ("client",), cn.ephemeral_ports,
         "connect() fails with EADDRNOTAVAIL; sockstat tw near the port range; a "
-        "destination's sockets near the range",
+        "destination's sockets near the range; the generator behind while a destination "
+        "holds half its ports or more (connect() searching for a free port)",
         "ports per (src ip, dst ip, dst port) = ip_local_port_range; a client-closed "
         "connection holds its port 60 s (TIME_WAIT): R_max = range/60 (470/s), about 1 s "
         "with tcp_tw_reuse=1 (2 on loopback)",
-        "The client ran out of ephemeral ports at {onset_s:.1f} s: connect() failed with "
-        "EADDRNOTAVAIL {errors_total:,.0f} times ({errors_per_s:,.0f}/s). Each connection the "
-        "client closes first keeps its port in TIME_WAIT for 60 s, and each destination "
+        "The client's ephemeral ports ran short from {onset_s:.1f} s: {symptom}. Each "
+        "connection the client closes first keeps its port in TIME_WAIT for 60 s, and each "
+        "destination "
         "ip:port has {port_range:,.0f} ports per source address: full after {fill_s:.1f} s at "
         "{rate:,.0f}/s, at most {max_rate:,.0f}/s without reuse (tcp_tw_reuse is "
         "{tw_reuse}; peak TIME_WAIT {tw_peak:,.0f}).",
@@ -275,7 +276,7 @@ RULES: tuple[Rule, ...] = (
         "{lag_p99_ms:,.0f} ms). Figures after that measure the generator, not the server.",
         fx.fix_generator_saturated,
         yields_to=("conntrack_full", "accept_queue", "syn_queue", "server_slow", "unreachable",
-                   "netdev_backlog", "fd_process"),
+                   "netdev_backlog", "fd_process", "ephemeral_ports"),
     ),
     Rule(
         "dual_stack_tw", "TIME_WAIT of IPv4 clients shows in tcp6 (dual-stack listener)",

@@ -157,6 +157,16 @@ class RunData:
             return float(value)
         return None
 
+    def latency_actual(self, i: int, kind: str, pct: str) -> float | None:
+        """The same from each connection's *actual* start (docs/schema.md §2), which
+        leaves the generator's own lag out: a generator 5 s behind put connect p90 at
+        5,001 ms from the schedule, "on" the 3 s SYN step, with no SYN retransmitted.
+        Timelines without it (older ones) give :meth:`latency`."""
+        value = _get(self.load(i), "latency_from_actual_start_ms", kind, pct)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        return self.latency(i, kind, pct)
+
     def rate(self) -> float:
         """The run's target rate (summary, else the timeline's highest)."""
         rate = _num(self.summary.get("target_rate"))
@@ -313,8 +323,9 @@ def error_onset_time(run: RunData, i: int, count: float) -> float:
 def near_syn_step(ms: float | None, tolerance: float = 0.2) -> float | None:
     """The SYN-retransmit step (s) a latency in ms sits on (within 20%), else ``None``.
 
-    Latencies are measured from the *scheduled* start, so they may sit slightly above a
-    step; a step is matched from 10% below to 20% above.
+    Callers pass connect latencies from the actual start (:meth:`RunData.latency_actual`),
+    which may still sit slightly above a step; a step is matched from 10% below to 20%
+    above.
 
     >>> near_syn_step(1030.0), near_syn_step(3100.0), near_syn_step(2000.0)
     (1.0, 3.0, None)
@@ -333,7 +344,7 @@ def syn_steps(run: RunData, first: int = 0) -> list[float]:
     seen: set[float] = set()
     for i in range(first, len(run)):
         for pct in ("p50", "p90", "p99", "max"):
-            step = near_syn_step(run.latency(i, "connect", pct))
+            step = near_syn_step(run.latency_actual(i, "connect", pct))
             if step is not None:
                 seen.add(step)
     return sorted(seen)
