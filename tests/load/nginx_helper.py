@@ -12,6 +12,7 @@ import shutil
 import socket
 import struct
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -56,6 +57,25 @@ def free_port(host: str = "127.0.0.1") -> int:
     raise RuntimeError("no free port in 20000-32000")
 
 
+#: connect, then close with RST: a probe must not leave a TIME_WAIT of its own
+PROBE = """
+import socket, struct, sys
+with socket.socket() as s:
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sys.exit(s.connect_ex((sys.argv[1], int(sys.argv[2]))))
+"""
+
+
+def _answers(host: str, port: int, inside: list[str]) -> bool:
+    """Whether ``host:port`` accepts a connection (in a namespace: through ``inside``)."""
+    if inside:
+        return subprocess.run([*inside, sys.executable, "-c", PROBE, host, str(port)],
+                              capture_output=True).returncode == 0
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        return s.connect_ex((host, port)) == 0
+
+
 def _time_wait_on(port: int) -> bool:
     out = subprocess.run(["ss", "-Htan", f"( sport = :{port} or dport = :{port} )"],
                          capture_output=True, text=True).stdout
@@ -63,27 +83,27 @@ def _time_wait_on(port: int) -> bool:
 
 
 @contextlib.contextmanager
-def running_nginx(tmp: Path, workers: str = "1", host: str = "127.0.0.1") -> Iterator[int]:
-    """Yield the port of an nginx serving ``200 ok`` on ``host``; stop it afterwards."""
+def running_nginx(tmp: Path, workers: str = "1", host: str = "127.0.0.1",
+                  netns: str | None = None) -> Iterator[int]:
+    """Yield the port of an nginx serving ``200 ok`` on ``host`` (in network namespace
+    ``netns``, on port 80 there); stop it afterwards."""
     if shutil.which("nginx") is None:
         pytest.skip("nginx is not installed (apt-get install nginx)")
     prefix = tmp / "nginx"
     (prefix / "tmp").mkdir(parents=True, exist_ok=True)
-    port = free_port(host)
+    port = free_port(host) if netns is None else 80  # a test's fresh namespace is empty
     conf = prefix / "nginx.conf"
     conf.write_text(CONF.format(workers=workers, prefix=prefix, host=host, port=port))
+    inside = ["ip", "netns", "exec", netns] if netns is not None else []
     proc = subprocess.Popen(
-        ["nginx", "-c", str(conf), "-p", str(prefix), "-g", "daemon off;"],
+        [*inside, "nginx", "-c", str(conf), "-p", str(prefix), "-g", "daemon off;"],
         stdin=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
     try:
         deadline = time.monotonic() + 10
         while True:
-            with socket.socket() as s:
-                # close the probe with RST: it must not leave a TIME_WAIT of its own
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                if s.connect_ex((host, port)) == 0:
-                    break
+            if _answers(host, port, inside):
+                break
             if proc.poll() is not None or time.monotonic() > deadline:
                 err = proc.stderr.read().decode() if proc.stderr else ""
                 raise RuntimeError(f"nginx did not start: {err}")
