@@ -14,7 +14,8 @@
  * recv, and, when the bytes equal the last response that the Python code judged
  * complete, close and record the five timestamps.  --mode tcp: socket, [bind], connect,
  * and once connected close (--close client|reset; on loopback connect() returns
- * connected, so no registration at all) or wait for the server's FIN (--close server).  Everything else -- an error, a response that differs, a
+ * connected, so no registration at all) or wait for the server's FIN (--close server).
+ * Everything else -- an error, a response that differs, a
  * timeout -- is *exported*: the connection, with what it has read, is handed to the
  * Python engine (conn.py), which stays the one place where responses are judged and
  * errors named, and which owns the connection from then on.  So the two engines cannot
