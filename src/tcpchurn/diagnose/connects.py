@@ -86,12 +86,16 @@ def _port_search(run: RunData, ports: float | None) -> int | None:
     i0 = sustained_onset(_behind(run))
     if i0 is None:
         return None
-    for last in range(i0, len(run)):
-        _remote, sockets, dest_range = _busiest_destination(run, last)
-        cap = dest_range or ports
-        if sockets is not None and cap:
-            return i0 if sockets >= PORT_SEARCH_SHARE * cap else None
-    return None
+    # the first full sample from the onset on (one every --detail-every intervals)
+    first = next((i for i in range(i0, len(run)) if run.entries(i, "client", "destinations")),
+                 None)
+    if first is None:
+        return None
+    _remote, sockets, dest_range = _busiest_destination(run, first)
+    cap = dest_range or ports
+    if sockets is None or not cap or sockets < PORT_SEARCH_SHARE * cap:
+        return None
+    return i0
 
 
 def ephemeral_ports(run: RunData, side: str) -> Evidence | None:
@@ -362,9 +366,7 @@ def unreachable(run: RunData, side: str) -> Evidence | None:
         **common_figures(run, i0),
         "unreach_total": sum(run.errors(i, "ENETUNREACH", "EHOSTUNREACH") for i in range(len(run))),
         "timeouts_total": sum(run.errors(i, "ETIMEDOUT") for i in range(len(run))),
-        "connect_p90_ms": rounded(max(
-            (v for i in range(i0, len(run))
-             if (v := run.latency_actual(i, "connect", "p90")) is not None), default=None)),
+        "connect_p90_ms": rounded(max_latency(run, i0, "connect", "p90", actual=True)),
         "server_watched": run.has_side("server"),
     }
     severity = impact_severity(run, i0)

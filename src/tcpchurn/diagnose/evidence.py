@@ -69,9 +69,12 @@ def counter_hits(run: RunData, values: Sequence[float]) -> list[bool]:
     ]
 
 
-def max_latency(run: RunData, first: int, kind: str, pct: str) -> float | None:
-    """The worst per-interval latency percentile (ms) from interval ``first`` on."""
-    values = [run.latency(i, kind, pct) for i in range(first, len(run))]
+def max_latency(run: RunData, first: int, kind: str, pct: str,
+                actual: bool = False) -> float | None:
+    """The worst per-interval latency percentile (ms) from interval ``first`` on (from
+    each connection's actual start with ``actual``: RunData.latency_actual)."""
+    get = run.latency_actual if actual else run.latency
+    values = [get(i, kind, pct) for i in range(first, len(run))]
     present = [v for v in values if v is not None]
     return max(present) if present else None
 
