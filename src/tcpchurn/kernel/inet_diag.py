@@ -410,7 +410,11 @@ def _without_local_ports(chunk: bytes, length: int, skip: frozenset[int]) -> byt
 
     rows = np.frombuffer(chunk, dtype=np.uint8).reshape(-1, length)
     sport = rows[:, 20].astype(np.uint16) << 8 | rows[:, 21]
-    keep = ~np.isin(sport, np.fromiter(skip, dtype=np.uint16, count=len(skip)))
+    # a listener or two: one comparison each; np.isin's set-up took 27 µs a chunk, 10 ms
+    # of a full sample with 130,000 server TIME_WAIT (373 chunks)
+    keep = np.ones(len(sport), dtype=bool)
+    for port in skip:
+        keep &= sport != port
     return chunk if keep.all() else rows[keep].tobytes()
 
 
