@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import select
 import socket
 import threading
@@ -318,6 +319,133 @@ def test_poll_stops_serving_when_the_next_connection_is_due() -> None:
             assert p.live == 0  # at least 64 served: all 40
             rows, ok, attempted, _late, _taken_over, added = p.take()
             assert (ok, attempted, len(rows), added) == (40, 40, 40 * 5 * 8, [])
+
+
+REQUEST = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+UNTIL_EOF = b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nok"  # the FIN frames it
+
+
+@pytest.mark.parametrize(("close_mode", "response"),
+                         [(1, RESPONSE), (0, RESPONSE), (0, UNTIL_EOF)],
+                         ids=["client", "server-length", "server-until-eof"])
+def test_a_response_is_timed_when_it_arrived_not_when_it_was_served(
+        close_mode: int, response: bytes) -> None:
+    """The pump serves a response that waited 0.4 s in its socket (a coalesced wake-up
+    waits up to a grid step; a busy loop longer): its ttfb is still the kernel's receive
+    stamp (SO_TIMESTAMPNS), and so is the end of a response that its length frames,
+    whoever closes.  A response that the server's FIN delimits ends with the FIN, which
+    has no stamp: when it was seen."""
+    from tcpchurn.load._pump import Pump
+
+    def answer(conn: socket.socket, n: int) -> None:
+        conn.recv(4096)
+        conn.sendall(response)
+        conn.close()
+
+    for port in serve(answer):
+        with contextlib.closing(select.epoll()) as ep:
+            start_at = time.monotonic()
+            p = Pump(ep.fileno(), socket.AF_INET, ("127.0.0.1", port), [], REQUEST,
+                     close_mode, start_at, 0.001, 128)
+            p.set_ok(True, response)  # what conn.py judged complete, with the FIN
+            if response == RESPONSE:
+                p.set_ok(False, response)  # ... and complete without it (conn._judge)
+            t0 = time.monotonic() - start_at
+            assert p.start(0, t0, t0) == 0
+            time.sleep(0.4)  # the answer and its FIN arrive meanwhile, in a few ms
+            now, others, exports = p.poll(0.0, 128, float("-inf"))
+            assert (others, exports, p.live) == ([], [], 0)
+            rows = array("d", p.take()[0])
+    _sched, start, _conn_t, ttfb, end = rows
+    assert now - start >= 0.4
+    assert 0 < ttfb - start < 0.2
+    if response == RESPONSE:
+        assert end == ttfb  # one segment: the response ended when it arrived
+    else:
+        assert end - start >= 0.4
+
+
+@pytest.mark.parametrize("framed", [True, False], ids=["length", "until-eof"])
+def test_with_close_server_total_ends_with_the_response_not_the_fin(
+        engine: str, framed: bool) -> None:
+    """``--close server``: a server that answers at once and closes 50 ms later.  A
+    response with a length is complete at its last byte, so ``total`` ends there, as
+    when the client closes first; one that only the FIN delimits ends with the FIN.
+    Both paths (the ``engine`` fixture)."""
+    response = RESPONSE if framed else UNTIL_EOF
+
+    def answer_then_close(conn: socket.socket, n: int) -> None:
+        conn.recv(4096)
+        conn.sendall(response)
+        time.sleep(0.05)
+        conn.close()
+
+    for port in serve(answer_then_close):
+        js = totals_of(cfg_for(port, rate=100, duration=0.3))
+    assert js["connections"]["ok"] == 30 and js["errors"] == {}  # type: ignore[index]
+    lat = js["latency_ms"]  # type: ignore[index]
+    assert lat["ttfb"]["p50"] < 25  # type: ignore[index]
+    if framed:
+        assert lat["total"]["max"] < 25  # type: ignore[index]
+    else:
+        assert lat["total"]["p50"] >= 50  # type: ignore[index]
+
+
+def test_a_handshake_in_progress_is_counted_as_connecting() -> None:
+    """run() sleeps on its timer alone only while no handshake of its own is pending (a
+    connect's end has no receive stamp): the pump counts them.  A listener that never
+    accepts, its queue full, drops the SYN: the connection stays in SYN_SENT."""
+    from tcpchurn.load._pump import Pump
+
+    with contextlib.ExitStack() as stack:
+        lsock = stack.enter_context(socket.socket())
+        lsock.bind(("127.0.0.1", 0))
+        lsock.listen(0)  # one connection fills it (sk_acceptq_is_full: > 0)
+        addr = lsock.getsockname()
+        filler = stack.enter_context(socket.create_connection(addr, timeout=2))
+        assert filler.fileno() >= 0
+        ep = stack.enter_context(contextlib.closing(select.epoll()))
+        start_at = time.monotonic()
+        p = Pump(ep.fileno(), socket.AF_INET, addr, [], REQUEST, 0, start_at, 0.001, 8)
+        assert p.start(0, 0.0, 0.0) == 0
+        assert (p.live, p.connecting) == (1, 1)
+        exports = p.expire(time.monotonic() - start_at, 0.0)  # handed over: not ours
+        assert len(exports) == 1 and (p.live, p.connecting) == (0, 0)
+        os.close(exports[0][0])
+
+
+@pytest.mark.parametrize("coalesce", ["1", "0"])
+def test_a_worker_with_a_start_every_grid_step_sleeps_on_its_timer(
+        monkeypatch: pytest.MonkeyPatch, coalesce: str) -> None:
+    """At 8,000/s one worker has a start every 125 us, within a grid step (250 us) of the
+    last: between them it sleeps on its timer alone, and serves what completed meanwhile
+    when it fires (coalesced wake-ups).  ``TCPCHURN_COALESCE=0`` sleeps on everything.
+    Either way every connection is fine."""
+    monkeypatch.delenv(pump.ENV, raising=False)
+    monkeypatch.setenv(pump.COALESCE_ENV, coalesce)
+    with spawn(ServerConfig(port=free_port())) as srv:
+        out = RunTotals()
+        engine = Engine(cfg_for(srv.port, rate=8000, duration=0.5), out.add)
+        engine.run()
+    js = out.to_json()
+    assert js["connections"]["ok"] == 4000 and js["errors"] == {}  # type: ignore[index]
+    assert engine.pump is not None
+    if coalesce == "1":
+        assert engine.pump.naps >= 500  # ~2,000 grid steps; a busy VM takes some away
+    else:
+        assert engine.pump.naps == 0
+
+
+def test_the_coalescing_of_an_a_b_measurement_is_checked_before_any_worker(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(pump.ENV, raising=False)
+    monkeypatch.delenv(pump.COALESCE_ENV, raising=False)
+    assert pump.coalesce(True) is True
+    monkeypatch.setenv(pump.COALESCE_ENV, "0")
+    assert pump.coalesce(True) is False
+    monkeypatch.setenv(pump.COALESCE_ENV, "yes")
+    with pytest.raises(BadValue, match="TCPCHURN_COALESCE"):
+        pump.engine_kind(cfg_for(80))  # what the runner asks first
 
 
 def new_pump(port: int = 9) -> Pump:

@@ -56,7 +56,10 @@ Without TARGET, tcpchurn starts its own server on 127.0.0.1 and targets it.
 Connections start on a schedule (open loop): a slow server does not slow the
 generator down, and every latency is measured from the SCHEDULED start, so
 nothing hides behind a slow generator. If tcpchurn itself cannot keep up, the
-summary says `generator_saturated` instead of quietly running slower.
+summary says `generator_saturated` instead of quietly running slower. The
+response's times are the kernel's receive stamps: ttfb ends when its first
+bytes arrived, total when it was complete (its last bytes; or the server's FIN
+when only that delimits it), not when tcpchurn got to them.
 
 \b
 Who closes first decides where TIME_WAIT piles up (it lasts 60 s, fixed):

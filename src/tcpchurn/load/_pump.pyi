@@ -15,13 +15,15 @@ CLOSE_RESET: int
 LANE_BYTES: int
 LANE_RING: int
 
-#: (fd, events, action, errno, state, sched, start, conn_t, ttfb, buf, eof)
-Export = tuple[int, int, int, int, int, float, float, float, float, bytes, bool]
+#: (fd, events, action, errno, state, sched, start, conn_t, ttfb, buf, eof, done)
+Export = tuple[int, int, int, int, int, float, float, float, float, bytes, bool, float]
 
 class Pump:
     live: int
     backlog: int
     next_due: float
+    connecting: int
+    naps: int
     event_cost: float
     def __init__(self, epfd: int, af: int, addr: tuple[str, int],
                  sources: list[tuple[str, int]], request: bytes, close_mode: int,
@@ -31,7 +33,8 @@ class Pump:
     def poll(self, timeout: float, maxevents: int, until: float, /
              ) -> tuple[float, list[tuple[int, int]], list[Export]]: ...
     def pace(self, timeout: float, skip_lag: float, max_inflight: int, batch: int,
-             grid: float, spin: float, timer_fd: int, steal_lag: float, /) -> None: ...
+             grid: float, spin: float, timer_fd: int, steal_lag: float, coalesce: bool, /
+             ) -> None: ...
     def share(self, board: Any, lane: int, lanes: int, /) -> None: ...
     def push(self, times: Buffer, /) -> int: ...
     def drop(self) -> int: ...

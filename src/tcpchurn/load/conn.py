@@ -60,7 +60,8 @@ def error_name(code: int) -> str:
 class Conn:
     """One live connection: its socket, its times, what it has read."""
 
-    __slots__ = ("buf", "conn_t", "eof", "fd", "sched", "sock", "start", "state", "ttfb")
+    __slots__ = ("buf", "conn_t", "done", "eof", "fd", "sched", "sock", "start", "state",
+                 "ttfb")
 
     def __init__(self, sock: _socket.socket, fd: int, sched: float, start: float,
                  conn_t: float = MISSING, state: int = CONNECTING) -> None:
@@ -70,6 +71,9 @@ class Conn:
         self.start = start
         self.conn_t = conn_t
         self.ttfb = MISSING
+        #: when the response was complete before the server's FIN (--close server: the
+        #: end of the connection's ``total``, not the FIN's arrival)
+        self.done = MISSING
         self.buf = b""
         self.eof = False
         self.state = state
@@ -168,7 +172,7 @@ class Connections:
         rec = self.rec
         if error is None:
             rec.ok += 1
-            rec.done.extend((c.sched, c.start, c.conn_t, c.ttfb, now))
+            rec.done.extend((c.sched, c.start, c.conn_t, c.ttfb, now if c.done < 0 else c.done))
         else:
             rec.error(error, now)
             rec.done.extend((c.sched, c.start, c.conn_t, c.ttfb, MISSING))
@@ -260,6 +264,12 @@ class Connections:
                 self._last_ok[eof] = data
                 if self.pump is not None:
                     self.pump.set_ok(eof, data)
+                if eof and self.close_server and response_complete(data, False):
+                    # complete without the FIN too (a length, not the close, frames it):
+                    # the C path's sign that the response ended with its last byte
+                    self._last_ok[False] = data
+                    if self.pump is not None:
+                        self.pump.set_ok(False, data)
         if failed:
             # a complete response followed by RST still answered the request
             self._finish(c, now, None if complete else error_name(failed))
@@ -267,6 +277,8 @@ class Connections:
         if self.close_server:
             if c.eof:
                 self._finish(c, now, None if complete else "CLOSED_EARLY")
+            elif complete and c.done < 0:
+                c.done = now  # what the response took; the FIN only closes (_finish)
             return
         if complete:
             self._finish(c, now, None, reset=self.close_reset)
@@ -275,12 +287,13 @@ class Connections:
 
     def _adopt(self, x: Export, now: float) -> None:
         """Take over a connection that the C path hands over, and do what it asks."""
-        fd, ev, action, err, state, sched, start, conn_t, ttfb, buf, eof = x
+        fd, ev, action, err, state, sched, start, conn_t, ttfb, buf, eof, done = x
         sock = _socket.socket(self.af, SOCK_STREAM_NONBLOCK, 0, fd)  # no syscall
         c = Conn(sock, fd, sched, start, conn_t, state)
         c.ttfb = ttfb
         c.buf = buf
         c.eof = eof
+        c.done = done
         self.conns[fd] = c
         if action == ACT_JUDGE:
             self._judge(c, now, err)

@@ -28,6 +28,9 @@ ENV = "TCPCHURN_ENGINE"
 #: for A/B measurements (bench/): how overdue another worker's connection must be before
 #: a worker starts it, in seconds (engine.STEAL_LAG_S; ``inf``: never)
 STEAL_ENV = "TCPCHURN_STEAL_LAG_S"
+#: for A/B measurements (bench/): ``0`` turns off the coalesced wake-ups of the C path
+#: (engine.COALESCE), ``1`` (the default) keeps them
+COALESCE_ENV = "TCPCHURN_COALESCE"
 
 
 def engine_kind(cfg: LoadConfig, clock: Callable[[], float] = time.monotonic) -> str:
@@ -35,9 +38,11 @@ def engine_kind(cfg: LoadConfig, clock: Callable[[], float] = time.monotonic) ->
 
     Raises :class:`BadValue` for a ``TCPCHURN_ENGINE`` that is unknown, or ``c`` where
     the C path cannot run, and for a ``TCPCHURN_STEAL_LAG_S`` that is no number of seconds
-    (checked here, where the runner asks before any worker starts).
+    or a ``TCPCHURN_COALESCE`` other than 0 or 1 (checked here, where the runner asks
+    before any worker starts).
     """
     steal_lag_s(0.0)
+    coalesce(True)
     wanted = os.environ.get(ENV, "auto")
     if wanted not in ("auto", "c", "python"):
         raise BadValue(ENV, wanted, "use auto, c or python")
@@ -62,6 +67,17 @@ def steal_lag_s(default: float) -> float:
     if not value >= 0:  # also false for nan
         raise BadValue(STEAL_ENV, text, "give seconds >= 0, or inf to never take over")
     return value
+
+
+def coalesce(default: bool) -> bool:
+    """``TCPCHURN_COALESCE`` (``0`` or ``1``) if set, else ``default``; :class:`BadValue`
+    for anything else."""
+    text = os.environ.get(COALESCE_ENV)
+    if not text:
+        return default
+    if text not in ("0", "1"):
+        raise BadValue(COALESCE_ENV, text, "use 1 to coalesce wake-ups, 0 not to")
+    return text == "1"
 
 
 def board_bytes(count: int) -> int:
