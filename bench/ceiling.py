@@ -183,11 +183,11 @@ def _result(js: dict[str, Any], rate: float, worst: float) -> dict[str, float]:
     }
 
 
-def cpu_ticks() -> tuple[int, int]:
-    """All CPUs' (total, idle + iowait) ticks, from /proc/stat's first line."""
+def idle_s() -> tuple[float, float]:
+    """(now, seconds all CPUs have been idle), from /proc/stat's first line."""
     with open("/proc/stat") as f:
         ticks = [int(v) for v in f.readline().split()[1:]]
-    return sum(ticks), ticks[3] + ticks[4]
+    return time.monotonic(), (ticks[3] + ticks[4]) / os.sysconf("SC_CLK_TCK")
 
 
 @contextlib.contextmanager
@@ -195,13 +195,21 @@ def cpu_busy(res: dict[str, float]) -> Iterator[None]:
     """Set ``res["busy_pct"]``: the share of all CPUs busy while the block ran.  Why:
     the schedule is kept from the CPUs' spare cycles, and on a 2-core machine shared with
     nginx 80% of the ceiling was 97-99% busy (both sides' CPU per connection rises as the
-    rate falls: fewer events per wake-up), so a lag figure means little without it."""
-    total0, idle0 = cpu_ticks()
+    rate falls: fewer events per wake-up), so a lag figure means little without it.
+
+    Idle time over wall time, not over the sum of /proc/stat's fields: idle is counted
+    exactly (NO_HZ: the idle time itself), user and system by the tick that finds a task
+    running, and a CPU that naps thousands of times a second is found running by more
+    ticks than it runs.  At 39,000/s with coalesced wake-ups the fields summed to 131% of
+    the wall time, and idle over their sum said 12-75% busy where idle over the wall
+    (and cpuidle's own residency, /sys/devices/system/cpu/cpu*/cpuidle) said 64-68%."""
+    t0, idle0 = idle_s()
     try:
         yield
     finally:
-        total1, idle1 = cpu_ticks()
-        res["busy_pct"] = 100.0 * (1.0 - (idle1 - idle0) / max(total1 - total0, 1))
+        t1, idle1 = idle_s()
+        wall = max(t1 - t0, 1e-9) * (os.cpu_count() or 1)
+        res["busy_pct"] = max(0.0, 100.0 * (1.0 - (idle1 - idle0) / wall))
 
 
 def tcpchurn_trial(url: str, rate: float, secs: float) -> dict[str, float]:
