@@ -986,11 +986,14 @@ static PyObject *Pump_run(Pump *self, PyObject *args) {
                alone and serve what completed meanwhile in one batch when it fires, not a
                wake-up each.  Below saturation a wake-up per completion costs both sides
                CPU: ~0.8 context switches a connection at 80% of the ceiling against 0.15
-               at it, and the server on the same cores is preempted for each (nginx
-               10.4-10.7 against 9.9-10.4 us a connection at 62,000/s, 23-24 against
-               13.5-15 at 10,000/s; docs/run.md "Keeping the schedule").  The response's times do not move: they are the kernel's receive
-               stamps (serve()).  Not while a handshake of ours is pending: a connect's
-               end has no stamp (a remote target; on loopback connect() returns done). */
+               at it, and the server on the same cores is preempted for each.  In
+               alternation against nginx: at 62,000/s (80% of the ceiling) the vCPUs were
+               92-94% busy instead of 97-98%, at 39,000/s 68% instead of 86% (nginx
+               11.4-11.7 against 14.4-14.8 us a connection); docs/run.md "Keeping the
+               schedule".  The response's times do not move: they are the kernel's
+               receive stamps (serve()).  Not while a handshake of ours is pending: a
+               connect's end has no stamp (a remote target; on loopback connect()
+               returns done). */
             timer_only = wait > 0 && !full && self->coalesce && !self->connecting &&
                          wake - now <= self->grid + 1e-9;
         }

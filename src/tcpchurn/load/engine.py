@@ -96,8 +96,8 @@ STEAL_LAG_S = 0.0005
 #: the C path's coalesced wake-ups: when the next start is at most a grid step away, a
 #: worker sleeps on its timer alone and serves the connections that completed meanwhile
 #: in one batch (_pump.c, run()), their times taken from the kernel's receive stamps.  At
-#: 80% of the ceiling: CPU 97% -> 85-89% busy, nginx 10.6 -> 9.5 us a connection
-#: (docs/run.md "Coalesced wake-ups").  ``TCPCHURN_COALESCE=0`` turns it off for A/B.
+#: 80% of the ceiling the vCPUs were 92-94% busy instead of 97-98%, at 50% 68% instead
+#: of 86% (docs/run.md "Keeping the schedule").  ``TCPCHURN_COALESCE=0`` turns it off.
 COALESCE = True
 #: descriptors a worker holds besides its connections (epoll, timerfd, pipes, the lanes'
 #: memfd, the interpreter's own), for reserve_fds
