@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from tcpchurn.load._pump import Export, Pump
 
 RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+REQUEST = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
 
 
 def cfg_for(port: int, rate: float = 200.0, duration: float = 0.5, **kw: object) -> LoadConfig:
@@ -296,11 +297,10 @@ def test_poll_stops_serving_when_the_next_connection_is_due() -> None:
         conn.sendall(RESPONSE)
         conn.close()
 
-    request = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
     for port in serve(handle):
         with contextlib.closing(select.epoll()) as ep:
             start_at = time.monotonic()
-            p = Pump(ep.fileno(), socket.AF_INET, ("127.0.0.1", port), [], request, 0,
+            p = Pump(ep.fileno(), socket.AF_INET, ("127.0.0.1", port), [], REQUEST, 0,
                      start_at, 0.001, 128)
             p.set_ok(True, RESPONSE)
             p.event_cost = 1.0  # pretend an event takes 1 s: none fits before `due`
@@ -321,7 +321,6 @@ def test_poll_stops_serving_when_the_next_connection_is_due() -> None:
             assert (ok, attempted, len(rows), added) == (40, 40, 40 * 5 * 8, [])
 
 
-REQUEST = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
 UNTIL_EOF = b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nok"  # the FIN frames it
 
 
