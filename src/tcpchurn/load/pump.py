@@ -28,8 +28,8 @@ ENV = "TCPCHURN_ENGINE"
 #: for A/B measurements (bench/): how overdue another worker's connection must be before
 #: a worker starts it, in seconds (engine.STEAL_LAG_S; ``inf``: never)
 STEAL_ENV = "TCPCHURN_STEAL_LAG_S"
-#: for A/B measurements (bench/): ``0`` turns off the coalesced wake-ups of the C path
-#: (engine.COALESCE), ``1`` (the default) keeps them
+#: for A/B measurements (bench/): ``1`` turns on the coalesced wake-ups of the C path,
+#: ``0`` off (engine.COALESCE: off by default, see there)
 COALESCE_ENV = "TCPCHURN_COALESCE"
 
 
