@@ -140,6 +140,17 @@ def serve(handle: Callable[[socket.socket, int], None]) -> Iterator[int]:
         lsock.close()
 
 
+def answers(response: bytes) -> Callable[[socket.socket, int], None]:
+    """A ``serve`` handler that reads the request, sends ``response`` and closes."""
+
+    def handle(conn: socket.socket, n: int) -> None:
+        conn.recv(4096)
+        conn.sendall(response)
+        conn.close()
+
+    return handle
+
+
 def totals_of(cfg: LoadConfig) -> dict[str, object]:
     out: list[RunTotals] = [RunTotals()]
     Engine(cfg, out[0].add).run()
@@ -292,12 +303,7 @@ def test_poll_stops_serving_when_the_next_connection_is_due() -> None:
     is behind (``until`` passed, no timeout) serves at least half of ``maxevents``."""
     from tcpchurn.load._pump import Pump
 
-    def handle(conn: socket.socket, n: int) -> None:
-        conn.recv(4096)
-        conn.sendall(RESPONSE)
-        conn.close()
-
-    for port in serve(handle):
+    for port in serve(answers(RESPONSE)):
         with contextlib.closing(select.epoll()) as ep:
             start_at = time.monotonic()
             p = Pump(ep.fileno(), socket.AF_INET, ("127.0.0.1", port), [], REQUEST, 0,
@@ -336,12 +342,7 @@ def test_a_response_is_timed_when_it_arrived_not_when_it_was_served(
     has no stamp: when it was seen."""
     from tcpchurn.load._pump import Pump
 
-    def answer(conn: socket.socket, n: int) -> None:
-        conn.recv(4096)
-        conn.sendall(response)
-        conn.close()
-
-    for port in serve(answer):
+    for port in serve(answers(response)):
         with contextlib.closing(select.epoll()) as ep:
             start_at = time.monotonic()
             p = Pump(ep.fileno(), socket.AF_INET, ("127.0.0.1", port), [], REQUEST,
