@@ -158,12 +158,7 @@ def totals_of(cfg: LoadConfig) -> dict[str, object]:
 
 
 def test_a_server_that_repeats_itself_is_judged_once(judged: list[bytes]) -> None:
-    def handle(conn: socket.socket, n: int) -> None:
-        conn.recv(4096)
-        conn.sendall(RESPONSE)
-        conn.close()
-
-    for port in serve(handle):
+    for port in serve(answers(RESPONSE)):
         js = totals_of(cfg_for(port))
     assert js["connections"]["ok"] == 100 and js["errors"] == {}  # type: ignore[index]
     # the first response (and perhaps its FIN read apart from it) went through conn.py;
@@ -363,6 +358,63 @@ def test_a_response_is_timed_when_it_arrived_not_when_it_was_served(
         assert end == ttfb  # one segment: the response ended when it arrived
     else:
         assert end - start >= 0.4
+
+
+def pump_for(ep: select.epoll, port: int, close_mode: int, response: bytes) -> Pump:
+    """A pump to loopback ``port`` that knows ``response`` as complete, with the server's
+    FIN and without it (what conn.py tells it once it has judged one: conn._judge)."""
+    from tcpchurn.load._pump import Pump
+
+    p = Pump(ep.fileno(), socket.AF_INET, ("127.0.0.1", port), [], REQUEST, close_mode,
+             time.monotonic(), 0.001, 128)
+    p.set_ok(True, response)
+    p.set_ok(False, response)
+    return p
+
+
+BIG = b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"x" * 100_000  # 2 reads
+
+
+@pytest.mark.parametrize("response", [RESPONSE, BIG], ids=["one-read", "two-reads"])
+def test_no_slot_keeps_a_buffer(response: bytes) -> None:
+    """A response that is complete in one read is judged where it was read and never
+    copied; one that takes more reads is copied into its slot's buffer, which goes with
+    the connection (``Pump.buffered``).  Before, every slot kept its buffer for the next
+    connection, so the peak of in-flight after a stall stayed in memory for the rest of
+    the run (a server stopped for 0.5 s at 10,000/s: +3.2 MB a worker, bench/soak.py)."""
+    for port in serve(answers(response)):
+        with contextlib.closing(select.epoll()) as ep:
+            p = pump_for(ep, port, 1, response)
+            for i in range(20):
+                assert p.start(i, 0.0, 0.0) == 0
+            time.sleep(0.3)  # every answer is queued in full
+            _, others, exports = p.poll(0.0, 128, float("-inf"))
+            assert (others, exports, p.live, p.buffered) == ([], [], 0, 0)
+            assert p.take()[1] == 20  # all judged complete in C
+
+
+def test_a_response_waiting_for_the_servers_fin_is_kept_until_then() -> None:
+    """``--close server``: a complete response whose FIN is still to come is the one
+    thing a live slot keeps (its bytes are compared again with the FIN)."""
+    def answer_then_close(conn: socket.socket, n: int) -> None:
+        conn.recv(4096)
+        conn.sendall(RESPONSE)
+        time.sleep(0.3)
+        conn.close()
+
+    for port in serve(answer_then_close):
+        with contextlib.closing(select.epoll()) as ep:
+            p = pump_for(ep, port, 0, RESPONSE)
+            for i in range(10):
+                assert p.start(i, 0.0, 0.0) == 0
+            time.sleep(0.15)  # the answers are in, the FINs are not
+            p.poll(0.0, 128, float("-inf"))
+            assert (p.live, p.buffered) == (10, 10 * 1024)
+            deadline = time.monotonic() + 5
+            while p.live and time.monotonic() < deadline:
+                p.poll(0.05, 128, float("-inf"))
+            assert (p.live, p.buffered) == (0, 0)
+            assert p.take()[1] == 10
 
 
 @pytest.mark.parametrize("framed", [True, False], ids=["length", "until-eof"])

@@ -77,7 +77,6 @@
 #define H_ACTUAL 4 /* + H_CONNECT, H_TTFB, H_TOTAL */
 
 #define RECV_SIZE 65536
-#define KEEP_BUF 4096 /* a slot keeps a buffer this small for the next connection */
 #define MISSING (-1.0)
 
 #ifndef SO_TIMESTAMPNS
@@ -162,6 +161,7 @@ typedef struct {
     int connecting;  /* connections of ours whose handshake is not done (CONNECTING) */
     double rt_off;   /* CLOCK_REALTIME - CLOCK_MONOTONIC: turns a receive stamp into ours */
     long long naps;  /* run()'s sleeps on the timer alone (coalesced wake-ups) */
+    Py_ssize_t buffered; /* bytes of the slots' buffers (serve(): most have none) */
     double armed_at; /* when it is armed for (seconds from the start; -1: not armed) */
     int in_run;      /* serve_all swallows the timer's events only inside run() */
     /* Pump.bind: finished connections go straight into these histograms, not into rows */
@@ -335,12 +335,15 @@ static void release(Pump *self, int fd) {
     c->prev = c->next = -1;
     if (c->state == CONNECTING) self->connecting--;
     c->state = FREE;
+    /* no slot keeps a buffer: a response that came in one read never had one (serve()),
+       and kept ones would hold the peak of in-flight after a stall for the rest of the
+       run (a server stopped for 0.5 s at 10,000/s grew each worker by 3.2 MB for good:
+       bench/soak.py) */
     c->len = 0;
-    if (c->cap > KEEP_BUF) {
-        free(c->buf);
-        c->buf = NULL;
-        c->cap = 0;
-    }
+    self->buffered -= c->cap;
+    free(c->buf);
+    c->buf = NULL;
+    c->cap = 0;
     self->live--;
 }
 
@@ -528,12 +531,17 @@ static int finish_ok(Pump *self, int fd, double now, int reset) {
     return rc;
 }
 
-static int append_buf(Conn *c, const char *data, Py_ssize_t n) {
+/* append to the slot's buffer, or -1 with MemoryError set */
+static int keep(Pump *self, Conn *c, const char *data, Py_ssize_t n) {
     if (c->len + n > c->cap) {
         Py_ssize_t cap = c->cap ? c->cap : 1024;
         while (cap < c->len + n) cap *= 2;
         char *b = realloc(c->buf, (size_t)cap);
-        if (!b) return -1;
+        if (!b) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        self->buffered += cap - c->cap;
         c->buf = b;
         c->cap = cap;
     }
@@ -542,10 +550,13 @@ static int append_buf(Conn *c, const char *data, Py_ssize_t n) {
     return 0;
 }
 
-static int matches(PyObject *ok, Conn *c) {
-    return PyBytes_GET_SIZE(ok) == c->len && c->len &&
-           memcmp(PyBytes_AS_STRING(ok), c->buf, (size_t)c->len) == 0;
+/* are data[0..len) the bytes `ok` (a response judged complete)? */
+static int same(PyObject *ok, const char *data, Py_ssize_t len) {
+    return PyBytes_GET_SIZE(ok) == len && len &&
+           memcmp(PyBytes_AS_STRING(ok), data, (size_t)len) == 0;
 }
+
+static int matches(PyObject *ok, Conn *c) { return same(ok, c->buf, c->len); }
 
 /* serve one event of a connection of ours; -1 on a Python error */
 static int serve(Pump *self, int fd, uint32_t ev, double now, PyObject *exports) {
@@ -570,7 +581,12 @@ static int serve(Pump *self, int fd, uint32_t ev, double now, PyObject *exports)
     /* read what is queued: a short recv() took all of it, and EPOLLRDHUP in the same
        event says the FIN is behind it (conn.py, _event) */
     int failed = 0, got = 0;
+    /* the last read's bytes, still only in rbuf: a response that comes in one read (on
+       loopback, nearly all) is judged where it lies and never copied (below) */
+    Py_ssize_t held = 0;
     for (;;) {
+        if (held && keep(self, c, self->rbuf, held) < 0) return -1;
+        held = 0;
         char cbuf[CMSG_SPACE(sizeof(struct timespec))];
         struct iovec iov = {self->rbuf, RECV_SIZE};
         struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
@@ -603,10 +619,7 @@ static int serve(Pump *self, int fd, uint32_t ev, double now, PyObject *exports)
         c->rx = at;
         if (c->ttfb < 0) c->ttfb = at;
         /* bare tcp keeps no bytes: only the server's FIN ends it (conn.py, _judge) */
-        if (self->http && append_buf(c, self->rbuf, n) < 0) {
-            PyErr_NoMemory();
-            return -1;
-        }
+        if (self->http) held = n;
         if (n < RECV_SIZE) {
             if (ev & EPOLLRDHUP) c->eof = 1;
             break;
@@ -617,7 +630,15 @@ static int serve(Pump *self, int fd, uint32_t ev, double now, PyObject *exports)
         if (failed) return export(self, exports, fd, ev, ACT_JUDGE, failed);
         return c->eof ? finish_ok(self, fd, now, 0) : 0;
     }
-    if (!failed && matches(self->ok[c->eof], c)) {
+    /* a later read joins what is kept; a first one is looked at where it lies */
+    if (held && c->len) {
+        if (keep(self, c, self->rbuf, held) < 0) return -1;
+        held = 0;
+    }
+    const char *data = held ? self->rbuf : c->buf;
+    Py_ssize_t len = held ? held : c->len;
+    int complete = !failed && same(self->ok[c->eof], data, len);
+    if (complete) {
         /* the client closes: the response ended when its last bytes arrived */
         if (self->close_mode != CLOSE_SERVER)
             return finish_ok(self, fd, c->rx, self->close_mode == CLOSE_RESET);
@@ -625,9 +646,11 @@ static int serve(Pump *self, int fd, uint32_t ev, double now, PyObject *exports)
            conn.py sets ok[0] to it) ended with its last byte, as the client closing
            first would have it; the FIN only closes.  One that the FIN delimits ends
            with the FIN, seen now (a FIN has no receive stamp) */
-        if (c->eof) return finish_ok(self, fd, matches(self->ok[0], c) ? c->rx : now, 0);
-        return 0; /* complete; the server's FIN will raise the next edge */
+        if (c->eof) return finish_ok(self, fd, same(self->ok[0], data, len) ? c->rx : now, 0);
     }
+    /* kept: for more bytes, for the server's FIN, or for conn.py (export) */
+    if (held && keep(self, c, self->rbuf, held) < 0) return -1;
+    if (complete) return 0; /* the server's FIN will raise the next edge */
     return export(self, exports, fd, ev, ACT_JUDGE, failed);
 }
 
@@ -1162,6 +1185,10 @@ static PyObject *Pump_get_naps(Pump *self, void *Py_UNUSED(closure)) {
     return PyLong_FromLongLong(self->naps);
 }
 
+static PyObject *Pump_get_buffered(Pump *self, void *Py_UNUSED(closure)) {
+    return PyLong_FromSsize_t(self->buffered);
+}
+
 static PyObject *Pump_get_event_cost(Pump *self, void *Py_UNUSED(closure)) {
     return PyFloat_FromDouble(self->ev_cost);
 }
@@ -1223,6 +1250,9 @@ static PyGetSetDef Pump_getset[] = {
      "connections in flight here whose handshake is not done", NULL},
     {"naps", (getter)Pump_get_naps, NULL,
      "run()'s sleeps on the timer alone (coalesced wake-ups), since the pump was made", NULL},
+    {"buffered", (getter)Pump_get_buffered, NULL,
+     "bytes held in the slots' buffers now: responses not complete yet, or complete and "
+     "waiting for the server's FIN (one that came in one read is never copied)", NULL},
     {"event_cost", (getter)Pump_get_event_cost, (setter)Pump_set_event_cost,
      "seconds one event takes to serve, measured and smoothed: sizes poll's slices", NULL},
     {NULL, NULL, NULL, NULL, NULL},

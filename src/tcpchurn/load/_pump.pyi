@@ -24,6 +24,7 @@ class Pump:
     next_due: float
     connecting: int
     naps: int
+    buffered: int
     event_cost: float
     def __init__(self, epfd: int, af: int, addr: tuple[str, int],
                  sources: list[tuple[str, int]], request: bytes, close_mode: int,
