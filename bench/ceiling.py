@@ -107,14 +107,8 @@ def nginx(tmp: Path) -> Iterator[str]:
 NGINX_PID = [0]  # the running nginx's master process (nginx())
 
 
-def server_cpu_s() -> float:
-    """CPU seconds (user + system) used so far by the workers of the running nginx.
-
-    Divided by the connections of one load, it is what each connection cost the server
-    under that load: on the server's own cores, the figure that decides an open loop's
-    ceiling next to a closed loop's maximum (docs/run.md "The C hot path").
-    """
-    ticks = 0
+def nginx_workers() -> Iterator[tuple[int, list[str]]]:
+    """(pid, the fields of /proc/PID/stat after the name) of the running nginx's workers."""
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
@@ -123,7 +117,17 @@ def server_cpu_s() -> float:
         except OSError:  # gone meanwhile
             continue
         if int(fields[1]) == NGINX_PID[0]:  # ppid: a worker of ours
-            ticks += int(fields[11]) + int(fields[12])
+            yield int(entry.name), fields
+
+
+def server_cpu_s() -> float:
+    """CPU seconds (user + system) used so far by the workers of the running nginx.
+
+    Divided by the connections of one load, it is what each connection cost the server
+    under that load: on the server's own cores, the figure that decides an open loop's
+    ceiling next to a closed loop's maximum (docs/run.md "The C hot path").
+    """
+    ticks = sum(int(f[11]) + int(f[12]) for _, f in nginx_workers())
     return ticks / os.sysconf("SC_CLK_TCK")
 
 

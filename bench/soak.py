@@ -6,23 +6,31 @@ Runs tcpchurn (one worker per CPU) against nginx on loopback at ``--rate`` (defa
 every ``--every`` seconds, then compares the total after the first minute (the warm-up:
 histograms, buffers, interpreter caches) with the total at the end.  The bar: within 5%.
 
+``--stall AT:SECONDS`` (repeatable) stops nginx's workers (SIGSTOP) for SECONDS at AT
+seconds into the load, as a stalled server or host would: every connection due meanwhile is
+in flight at once, so what tcpchurn holds per connection in flight shows up in the RSS, and
+must not stay there for the rest of the run.
+
 As root it runs inside a throw-away network namespace (its TIME_WAIT and ports stay out of
 the host's tables); ``--no-netns`` runs on the host's loopback.
 
-    python3 bench/soak.py [--minutes 10] [--rate 10000] [--every 10]
+    python3 bench/soak.py [--minutes 10] [--rate 10000] [--every 10] [--stall 70:0.5]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from ceiling import here_or_in_netns, nginx
+from ceiling import here_or_in_netns, nginx, nginx_workers
 
 
 def rss_kib(pid: int) -> int:
@@ -35,6 +43,31 @@ def rss_kib(pid: int) -> int:
     except FileNotFoundError:
         pass
     return 0
+
+
+def stall_at(text: str) -> tuple[float, float]:
+    """``--stall AT:SECONDS``."""
+    try:
+        at, secs = (float(x) for x in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give AT:SECONDS, e.g. 70:0.5") from None
+    if not (at >= 0 and 0 < secs <= 5):
+        raise argparse.ArgumentTypeError(f"{text!r}: AT >= 0, and 0 < SECONDS <= 5")
+    return at, secs
+
+
+def stall_server(at: float, secs: float, t0: float) -> None:
+    """Stop the running nginx's workers for ``secs`` at ``at`` seconds after ``t0``."""
+    time.sleep(max(0.0, t0 + at - time.monotonic()))
+    pids = [pid for pid, _ in nginx_workers()]
+    try:
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        time.sleep(secs)
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+    print(f"(nginx's workers stopped for {secs:g} s at {at:g} s)", flush=True)
 
 
 def main_inner(args: argparse.Namespace) -> int:
@@ -54,6 +87,9 @@ def main_inner(args: argparse.Namespace) -> int:
               f"{'workers KiB':>28}{'total KiB':>11}", flush=True)
         with WorkerPool(cfg) as pool:
             pool.start()
+            t0 = time.monotonic()
+            for at, secs in args.stall:
+                threading.Thread(target=stall_server, args=(at, secs, t0), daemon=True).start()
             pids = [p.pid for p in pool._procs]
             next_print = 0.0
             for st in pool.intervals():
@@ -77,6 +113,8 @@ def main_inner(args: argparse.Namespace) -> int:
     first, last = warm[0], warm[-1]
     growth = 100.0 * (last[1] - first[1]) / first[1]
     verdict = "ok" if abs(growth) <= 5.0 else "GROWS"
+    each = ", ".join(f"{a:,} -> {b:,}" for a, b in zip(first[2], last[2], strict=True))
+    print(f"workers' RSS, KiB: {each}")
     print(f"RSS total at {first[0]:.0f} s: {first[1]:,} KiB; at {last[0]:.0f} s: "
           f"{last[1]:,} KiB; change {growth:+.2f}% (bar: within 5%) -> {verdict}")
     return 0 if verdict == "ok" else 1
@@ -87,6 +125,10 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--rate", type=float, default=10_000.0)
     parser.add_argument("--every", type=float, default=10.0, help="seconds between RSS lines")
+    parser.add_argument("--stall", type=stall_at, action="append", default=[],
+                        metavar="AT:SECONDS",
+                        help="stop nginx's workers for SECONDS at AT s into the load "
+                             "(repeatable)")
     here_or_in_netns(parser, main_inner, __file__)
 
 

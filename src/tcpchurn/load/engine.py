@@ -97,11 +97,8 @@ STEAL_LAG_S = 0.0005
 #: worker sleeps on its timer alone and serves the connections that completed meanwhile
 #: in one batch (_pump.c, run()), their times taken from the kernel's receive stamps.  At
 #: 80% of the ceiling the vCPUs were 92-94% busy instead of 97-98%, at 50% 68% instead
-#: of 86% (docs/run.md "Keeping the schedule").  Off by default for now: in a 10-minute
-#: soak at 10,000/s (bench/soak.py) the workers' RSS grew with it in steps of 2-5 MB
-#: (+12.6% in total), and stayed flat without it; why is not found yet.
-#: ``TCPCHURN_COALESCE=1`` turns it on.
-COALESCE = False
+#: of 86% (docs/run.md "Keeping the schedule").  ``TCPCHURN_COALESCE=0`` turns it off.
+COALESCE = True
 #: descriptors a worker holds besides its connections (epoll, timerfd, pipes, the lanes'
 #: memfd, the interpreter's own), for reserve_fds
 FD_HEADROOM = 256

@@ -29,7 +29,7 @@ ENV = "TCPCHURN_ENGINE"
 #: a worker starts it, in seconds (engine.STEAL_LAG_S; ``inf``: never)
 STEAL_ENV = "TCPCHURN_STEAL_LAG_S"
 #: for A/B measurements (bench/): ``1`` turns on the coalesced wake-ups of the C path,
-#: ``0`` off (engine.COALESCE: off by default, see there)
+#: ``0`` off (engine.COALESCE: on by default, see there)
 COALESCE_ENV = "TCPCHURN_COALESCE"
 
 
