@@ -23,6 +23,7 @@ from tcpchurn.load.stats import (
     new_histogram,
     record_many,
     reset_histogram,
+    values_at_percentiles,
 )
 
 
@@ -59,6 +60,36 @@ def test_percentiles_of_known_inputs() -> None:
     assert lat == {"p50": 0.5, "p90": 0.9, "p99": 0.99, "p999": 0.999, "max": 1.0,
                    "count": 1000}
     assert st.to_json()["latency_ms"]["connect"]["p50"] == 0.25
+
+
+PCTS = [0.0, 0.1, 1.0, 50.0, 90.0, 99.0, 99.9, 99.99, 100.0]
+
+
+@pytest.mark.parametrize("shape", ["lognormal", "few-distinct", "whole-range", "one-value"])
+def test_percentiles_in_one_pass_are_hdrhs_value_for_value(shape: str) -> None:
+    """values_at_percentiles (one cumulative sum) against hdrh's own walk, also after a
+    trip through encode/decode (the parent's histograms) and on an empty histogram."""
+    rng = random.Random(shape)
+    for trial in range(40):
+        n = rng.randint(1, 2000)
+        values = {
+            "lognormal": lambda: int(rng.lognormvariate(6, 2)),
+            "few-distinct": lambda: rng.randint(0, 4),
+            "whole-range": lambda: rng.randint(0, HIGHEST_US),
+            "one-value": lambda: 123_456,
+        }[shape]
+        hist = new_histogram()
+        for _ in range(n):
+            hist.record_value(min(values(), HIGHEST_US))
+        if trial % 2:
+            wire = IntervalStats(0, 0.0, 1.0, {name: hist if name == "total" else new_histogram()
+                                               for name in HISTOGRAMS}).encode()
+            hist = IntervalStats.decode(wire).hists["total"]
+        assert values_at_percentiles(hist, PCTS) == [hist.get_value_at_percentile(p)
+                                                      for p in PCTS]
+    empty = new_histogram()
+    assert values_at_percentiles(empty, PCTS) == [empty.get_value_at_percentile(p)
+                                                   for p in PCTS]
 
 
 def test_latency_from_scheduled_and_actual_start() -> None:
