@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import select
 import sys
 import threading
+import time
 
 import pytest
 
+from tcpchurn.load.config import LoadConfig, parse_target
 from tcpchurn.load.emitter import SWITCH_S, Emitter
+from tcpchurn.load.engine import Engine
 from tcpchurn.load.stats import IntervalStats
+from tcpchurn.load.timerfd import Timer
 
 
 def test_intervals_go_out_in_order_and_all_before_close_returns() -> None:
@@ -51,3 +57,21 @@ def test_the_switch_interval_is_short_while_it_runs_and_restored_after() -> None
     assert sys.getswitchinterval() == pytest.approx(SWITCH_S)
     em.close()
     assert sys.getswitchinterval() == before
+
+
+def test_the_engine_hands_an_interval_over_only_when_it_is_about_to_wait() -> None:
+    """At an interval's end the engine keeps the interval until its loop waits
+    (Engine._hand_over): woken at once, the emitter would share the GIL with the rest of
+    the loop's end-of-interval work, while the connections due meanwhile wait."""
+    cfg = LoadConfig(target=parse_target("127.0.0.1:9"), rate=100.0, duration=1.0,
+                     timeout=1.0).validate()
+    out: list[int] = []
+    engine = Engine(cfg, lambda st: None)
+    engine._emitter = Emitter(lambda st: out.append(st.index), lambda st: None)
+    with contextlib.closing(select.epoll()) as ep, contextlib.closing(Timer()) as timer:
+        engine._emit(3, 3.0, 4.0)
+        time.sleep(0.05)  # an emitter given it would have emitted it by now
+        assert out == []
+        engine._poll(ep, timer, 0.0)  # the loop looks for events: handed over
+        engine._emitter.close()
+    assert out == [3]

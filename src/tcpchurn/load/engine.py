@@ -176,6 +176,7 @@ class Engine(Connections):
         self.recycle = recycle
         self.background = background
         self._emitter: Emitter | None = None
+        self._held: list[IntervalStats] = []  # for the emitter, once the loop waits
         self.index = index
         self.count = count
         self.clock = clock
@@ -266,6 +267,7 @@ class Engine(Connections):
             timer.close()
             ep.close()
             if self._emitter is not None:
+                self._hand_over()
                 emitter, self._emitter = self._emitter, None
                 emitter.close()
 
@@ -401,6 +403,8 @@ class Engine(Connections):
             deadline = min(deadline, drain_until)
             if conns:
                 deadline = min(deadline, min(c.start for c in conns.values()) + timeout)
+            if self._held:
+                self._hand_over()
             skipped, now, others, exports, failed = pump.run(
                 sched.next_time, deadline, len(conns))
             timer.armed_at = -1.0  # run() arms the timer and consumes its expiries itself
@@ -446,6 +450,8 @@ class Engine(Connections):
         # the timer fd, armed for any finite wait, does the wake-up: a poll timeout too
         # would start and cancel a second hrtimer per sleep
         timeout = 0.0 if wait <= 0 else -1.0
+        if self._held:
+            self._hand_over()
         pump = self.pump
         if pump is not None:
             # before the start only: nothing of the C path's is open yet
@@ -515,10 +521,25 @@ class Engine(Connections):
         if self.pump is not None:
             self._bind()  # the next interval's histograms
         if self._emitter is not None:
-            self._emitter.put(st)
+            self._held.append(st)  # _hand_over()
         else:
             self.emit(st)
             self._emitted(st)
+
+    def _hand_over(self) -> None:
+        """Give the emitter the intervals that ended, now that the loop is about to wait.
+
+        Not at the interval's end: woken then, the emitter takes the GIL in turns with
+        the rest of the loop's end-of-interval work (every switch interval), while the
+        connections due meanwhile wait.  Handed over just before the loop waits, it runs
+        while the loop sleeps, as emitter.py intends.  At 56,500/s (80% of the ceiling)
+        against nginx, 4 pairs in alternation: the loop was out of Pump.run for a median
+        of 0.41-0.70 ms at the intervals' ends, against 0.46-1.72 ms when handed over at
+        once, and 478-1,130 connections were late against 1,261-14,594."""
+        assert self._emitter is not None
+        for st in self._held:
+            self._emitter.put(st)
+        self._held.clear()
 
     def _emitted(self, st: IntervalStats) -> None:
         """After ``emit(st)``: its histograms back for a later interval, and a GC pass."""
