@@ -130,8 +130,8 @@ def record_many(hist: HdrHistogram, values_us: np.ndarray[Any, Any]) -> None:
 def values_at_percentiles(hist: HdrHistogram, percentiles: Sequence[float]) -> list[int]:
     """``hist.get_value_at_percentile(p)`` for each of ``percentiles``, in one pass.
 
-    hdrh walks the counters in Python, one percentile at a time: the four of one
-    interval's seven histograms took ~4 ms, a burst of the parent's CPU at every
+    hdrh walks the counters in Python, one percentile at a time: the four percentiles of
+    an interval's seven histograms took ~4 ms, a burst of the parent's CPU at every
     interval's end that, on cores shared with the workers and the server, started the
     next interval's connections late (docs/run.md "Keeping the schedule").  Here one
     cumulative sum of the counters and a binary search per percentile, with hdrh's own
