@@ -140,12 +140,15 @@ def serve(handle: Callable[[socket.socket, int], None]) -> Iterator[int]:
         lsock.close()
 
 
-def answers(response: bytes) -> Callable[[socket.socket, int], None]:
-    """A ``serve`` handler that reads the request, sends ``response`` and closes."""
+def answers(response: bytes, close_after: float = 0.0) -> Callable[[socket.socket, int], None]:
+    """A ``serve`` handler that reads the request, sends ``response`` and closes,
+    ``close_after`` seconds later."""
 
     def handle(conn: socket.socket, n: int) -> None:
         conn.recv(4096)
         conn.sendall(response)
+        if close_after:
+            time.sleep(close_after)
         conn.close()
 
     return handle
@@ -396,13 +399,7 @@ def test_no_slot_keeps_a_buffer(response: bytes) -> None:
 def test_a_response_waiting_for_the_servers_fin_is_kept_until_then() -> None:
     """``--close server``: a complete response whose FIN is still to come is the one
     thing a live slot keeps (its bytes are compared again with the FIN)."""
-    def answer_then_close(conn: socket.socket, n: int) -> None:
-        conn.recv(4096)
-        conn.sendall(RESPONSE)
-        time.sleep(0.3)
-        conn.close()
-
-    for port in serve(answer_then_close):
+    for port in serve(answers(RESPONSE, close_after=0.3)):
         with contextlib.closing(select.epoll()) as ep:
             p = pump_for(ep, port, 0, RESPONSE)
             for i in range(10):
@@ -425,14 +422,7 @@ def test_with_close_server_total_ends_with_the_response_not_the_fin(
     when the client closes first; one that only the FIN delimits ends with the FIN.
     Both paths (the ``engine`` fixture)."""
     response = RESPONSE if framed else UNTIL_EOF
-
-    def answer_then_close(conn: socket.socket, n: int) -> None:
-        conn.recv(4096)
-        conn.sendall(response)
-        time.sleep(0.05)
-        conn.close()
-
-    for port in serve(answer_then_close):
+    for port in serve(answers(response, close_after=0.05)):
         js = totals_of(cfg_for(port, rate=100, duration=0.3))
     assert js["connections"]["ok"] == 30 and js["errors"] == {}  # type: ignore[index]
     lat = js["latency_ms"]  # type: ignore[index]
